@@ -1,0 +1,230 @@
+/*
+ * The engine and its shard loop.
+ *
+ * One iteration: advance the wheel to now (firing what is due), give held
+ * triggers another go, read more submissions if there is room, batch the
+ * sink's records into script calls, write hiredis output directly, then
+ * submit to io_uring and wait for completions, no longer than until the
+ * wheel's next deadline.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "engine_i.h"
+#include "triggerd/log.h"
+
+#define RING_ENTRIES 1024
+
+void td_config_defaults(struct td_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->prefix, sizeof(c->prefix), "td:");
+	snprintf(c->consumer, sizeof(c->consumer), "triggerd-0");
+	c->sink_max = 100000;
+	c->batch_max = 256;
+	c->read_count = 1000;
+	c->dedup_ttl_s = 86400;
+	c->shutdown_ms = 5000;
+}
+
+const char *td_strerror(int err)
+{
+	switch (err) {
+	case 0: return "ok";
+	case TD_EINVAL_SPEC: return "invalid spec";
+	case TD_EJSON: return "invalid JSON";
+	case TD_EMSGPACK: return "invalid msgpack";
+	case TD_EREDIS: return "redis unavailable or failed";
+	case TD_EFULL: return "buffer full";
+	case TD_EEXIST: return "already active";
+	case TD_ENOTFOUND: return "not found";
+	case TD_ETOOBIG: return "too big";
+	}
+	return err < 0 && err > -4000 ? strerror(-err) : "unknown error";
+}
+
+static void writer_up(struct td_redis *r)
+{
+	struct td_shard *s = r->owner;
+	td_intake_writer_up(&s->intake);
+}
+
+static void reader_up(struct td_redis *r)
+{
+	struct td_shard *s = r->owner;
+	td_intake_reader_up(&s->intake);
+}
+
+static void writer_down(struct td_redis *r)
+{
+	struct td_shard *s = r->owner;
+	if (s->sink.nrec)
+		td_warn("redis writer down; events are buffered until it is back",
+			"\"buffered\":%zu,\"bound\":%zu", s->sink.nrec, s->sink.max);
+}
+
+static void sig_arm(struct td_shard *s)
+{
+	struct io_uring_sqe *sqe = td_reactor_sqe(&s->reactor, &s->sig_op);
+	io_uring_prep_read(sqe, s->sigfd, &s->siginfo, sizeof(s->siginfo), 0);
+}
+
+static void sig_cb(struct td_op *op, int res, uint32_t flags)
+{
+	struct td_shard *s = td_container_of(op, struct td_shard, sig_op);
+	if (res == (int)sizeof(s->siginfo)) {
+		if (!s->stopping) {
+			td_info("shutting down", "\"signal\":%u,\"buffered\":%zu",
+				s->siginfo.ssi_signo, s->sink.nrec);
+			s->stopping = true;
+			s->stop_deadline_ns = td_mono_ns() +
+				(int64_t)s->eng->cfg.shutdown_ms * 1000000;
+			/* No new submissions; the writer stays to flush. */
+			td_redis_close(&s->reader);
+		} else {
+			td_warn("second signal: exiting without waiting for Redis", NULL);
+			s->stop_deadline_ns = 0;
+		}
+	}
+	sig_arm(s);
+}
+
+static int shard_init(struct td_engine *e, struct td_shard *s, unsigned index)
+{
+	memset(s, 0, sizeof(*s));
+	s->eng = e;
+	s->index = index;
+	s->sigfd = -1;
+	msgpack_sbuffer_init(&s->scratch);
+	int rc = td_reactor_init(&s->reactor, RING_ENTRIES);
+	if (rc) {
+		td_error("io_uring setup failed", "\"error\":\"%s\"", strerror(-rc));
+		return rc;
+	}
+	td_wheel_init(&s->wheel, td_mono_ms());
+	if ((rc = td_table_init(&s->table)))
+		return rc;
+	td_redis_init(&s->writer, &s->reactor, &s->wheel, &e->cfg.redis, "writer");
+	td_redis_init(&s->reader, &s->reactor, &s->wheel, &e->cfg.redis, "reader");
+	s->writer.owner = s->reader.owner = s;
+	s->writer.on_up = writer_up;
+	s->writer.on_down = writer_down;
+	s->reader.on_up = reader_up;
+	if ((rc = td_sink_init(&s->sink, s, &s->writer, e->cfg.sink_max, e->cfg.batch_max)))
+		return rc;
+	s->intake.shard = s;
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	s->sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (s->sigfd < 0)
+		return -errno;
+	s->sig_op.cb = sig_cb;
+	sig_arm(s);
+	return 0;
+}
+
+int td_engine_init(struct td_engine *e, const struct td_config *cfg)
+{
+	memset(e, 0, sizeof(*e));
+	e->cfg = *cfg;
+	snprintf(e->key_submit, sizeof(e->key_submit), "%ssubmit", cfg->prefix);
+	snprintf(e->key_triggers, sizeof(e->key_triggers), "%striggers", cfg->prefix);
+	snprintf(e->key_events, sizeof(e->key_events), "%sevents", cfg->prefix);
+	/* SIGINT/SIGTERM arrive through the ring (signalfd), never as
+	 * asynchronous handlers. Blocked before any thread exists. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return shard_init(e, &e->shard, 0);
+}
+
+static int64_t wait_ns(struct td_shard *s)
+{
+	uint64_t next = td_wheel_next(&s->wheel);
+	if (next == UINT64_MAX)
+		return -1;
+	int64_t ns = (int64_t)next * 1000000 - td_mono_ns();
+	return ns < 0 ? 0 : ns;
+}
+
+int td_engine_run(struct td_engine *e)
+{
+	struct td_shard *s = &e->shard;
+	char addr[300];
+	td_info("starting", "\"version\":\"%s\",\"redis\":\"%s\",\"prefix\":\"%s\",\"consumer\":\"%s\"",
+		TD_VERSION, td_redis_addr_str(&e->cfg.redis, addr, sizeof(addr)),
+		e->cfg.prefix, e->cfg.consumer);
+	td_redis_start(&s->writer);
+	td_redis_start(&s->reader);
+	for (;;) {
+		if (!s->stopping) {
+			td_wheel_advance(&s->wheel, td_mono_ms());
+			td_shard_release_held(s);
+			td_intake_kick(&s->intake);
+		} else {
+			/* Drain: wheel timers still serve Redis reconnects,
+			 * but triggers no longer fire. */
+			if (td_sink_idle(&s->sink) || td_mono_ns() >= s->stop_deadline_ns)
+				break;
+			td_wheel_advance(&s->wheel, td_mono_ms());
+		}
+		td_sink_flush(&s->sink);
+		td_redis_flush(&s->writer);
+		td_redis_flush(&s->reader);
+		int64_t ns = wait_ns(s);
+		if (s->stopping && (ns < 0 || ns > 10000000))
+			ns = 10000000;
+		int rc = td_reactor_run_once(&s->reactor, ns);
+		if (rc < 0) {
+			td_error("io_uring wait failed", "\"error\":\"%s\"", strerror(-rc));
+			return 1;
+		}
+	}
+	if (!td_sink_idle(&s->sink))
+		td_warn("exiting with unflushed records; they are re-done at next start",
+			"\"records\":%zu", s->sink.nrec);
+	td_info("stopped", "\"triggers\":%zu,\"posted\":%llu", s->table.count,
+		s->sink.posted);
+	return 0;
+}
+
+void td_engine_finish(struct td_engine *e)
+{
+	struct td_shard *s = &e->shard;
+	/* Stopping the writer runs every pending reply callback with NULL,
+	 * which puts batches on the retry list; finish frees them. */
+	td_redis_close(&s->reader);
+	s->stopping = true;
+	td_redis_close(&s->writer);
+	td_sink_finish(&s->sink);
+	for (size_t i = 0; i < s->table.nbuckets; i++) {
+		struct td_trigger *t = s->table.buckets[i];
+		while (t) {
+			struct td_trigger *next = t->hnext;
+			if (t->state == TD_T_ACTIVE)
+				t->kind->stop(t);
+			td_trigger_free(t);
+			t = next;
+		}
+	}
+	td_table_finish(&s->table);
+	/* Let cancelled polls complete so adapter state is freed. */
+	for (int i = 0; i < 8; i++)
+		if (td_reactor_run_once(&s->reactor, 1000000) <= 0)
+			break;
+	if (s->sigfd >= 0)
+		close(s->sigfd);
+	td_reactor_finish(&s->reactor);
+	msgpack_sbuffer_destroy(&s->scratch);
+}

@@ -1,0 +1,275 @@
+/*
+ * triggerd: the daemon.
+ *
+ * Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error,
+ * 3 the private redis-server could not be started.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_i.h"
+#include "triggerd/log.h"
+
+#define EXIT_USAGE 2
+#define EXIT_REDIS 3
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: triggerd [options]\n"
+"\n"
+"Holds deferred triggers and posts their completion events to a Redis stream.\n"
+"\n"
+"  --redis ADDR        Redis to use: HOST:PORT or a unix socket path\n"
+"                      (env TRIGGERD_REDIS). Without one, triggerd starts a\n"
+"                      private redis-server on a unix socket in its state dir.\n"
+"  --state-dir DIR     state dir for the private Redis (env TRIGGERD_STATE_DIR;\n"
+"                      default $HOME/.local/state/triggerd)\n"
+"  --prefix P          key prefix (default td:)\n"
+"  --consumer NAME     consumer name in group 'triggerd' (default triggerd-0);\n"
+"                      unique per instance, stable across restarts\n"
+"  --sink-buffer N     max records buffered for Redis (default 100000); at the\n"
+"                      bound further firings are held back, never dropped\n"
+"  --batch N           records per apply-script call (default 256)\n"
+"  --read-count N      submissions per XREADGROUP (default 1000)\n"
+"  --dedup-ttl S       seconds repeat-occurrence keys are kept (default 86400)\n"
+"  --shutdown-ms MS    how long to wait for Redis writes at shutdown (5000)\n"
+"  --log-level L       debug|info|warn|error (default info)\n"
+"  -h, --help          this text\n"
+"  -V, --version       print the version\n"
+"\n"
+"Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error,\n"
+"3 private redis-server could not be started.\n");
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned long min,
+		      unsigned long max, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || end == s || *s == '-' || v < min || v > max) {
+		fprintf(stderr, "triggerd: %s: expected an integer in %lu..%lu, got '%s'\n",
+			opt, min, max, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int mkdir_p(const char *path)
+{
+	char tmp[512];
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+				return -errno;
+			*p = '/';
+		}
+	}
+	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static bool redis_answers(const char *sock)
+{
+	struct timeval tv = {0, 200000};
+	redisContext *c = redisConnectUnixWithTimeout(sock, tv);
+	bool ok = false;
+	if (c && !c->err) {
+		redisReply *r = redisCommand(c, "PING");
+		ok = r && r->type == REDIS_REPLY_STATUS;
+		if (r)
+			freeReplyObject(r);
+	}
+	if (c)
+		redisFree(c);
+	return ok;
+}
+
+/*
+ * Start a private redis-server for a one-command local run: unix socket
+ * only (no TCP port), append-only file in the state dir so triggers survive
+ * a restart. Blocking here is fine: the reactor has not started.
+ */
+static pid_t start_private_redis(const char *dir, const char *sock)
+{
+	int rc = mkdir_p(dir);
+	if (rc) {
+		fprintf(stderr, "triggerd: cannot create state dir %s: %s\n", dir, strerror(-rc));
+		return -1;
+	}
+	if (redis_answers(sock)) {
+		td_info("using the private redis-server already running", "\"socket\":\"%s\"", sock);
+		return 0;
+	}
+	unlink(sock);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		/* The child must not inherit the blocked signal mask. */
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock,
+		       "--unixsocketperm", "700", "--dir", dir, "--appendonly", "yes",
+		       "--save", "", "--loglevel", "warning", (char *)NULL);
+		fprintf(stderr, "triggerd: cannot run redis-server: %s "
+			"(install the Debian package redis-server, or pass --redis)\n",
+			strerror(errno));
+		_exit(127);
+	}
+	for (int i = 0; i < 100; i++) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return -1;
+		if (redis_answers(sock)) {
+			td_info("private redis-server started", "\"socket\":\"%s\",\"pid\":%d",
+				sock, (int)pid);
+			return pid;
+		}
+		struct timespec ts = {0, 50000000};
+		nanosleep(&ts, NULL);
+	}
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"redis", required_argument, NULL, 'r'},
+		{"state-dir", required_argument, NULL, 'S'},
+		{"prefix", required_argument, NULL, 'p'},
+		{"consumer", required_argument, NULL, 'c'},
+		{"sink-buffer", required_argument, NULL, 'b'},
+		{"batch", required_argument, NULL, 'B'},
+		{"read-count", required_argument, NULL, 'n'},
+		{"dedup-ttl", required_argument, NULL, 'd'},
+		{"shutdown-ms", required_argument, NULL, 's'},
+		{"log-level", required_argument, NULL, 'l'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	struct td_config cfg;
+	td_config_defaults(&cfg);
+	const char *redis = NULL, *state_dir = NULL;
+	unsigned long v;
+	int c;
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r': redis = optarg; break;
+		case 'S': state_dir = optarg; break;
+		case 'p':
+			if (!*optarg || strlen(optarg) >= 32) {
+				fprintf(stderr, "triggerd: --prefix: 1..31 characters\n");
+				return EXIT_USAGE;
+			}
+			snprintf(cfg.prefix, sizeof(cfg.prefix), "%s", optarg);
+			break;
+		case 'c':
+			if (!*optarg || strlen(optarg) >= sizeof(cfg.consumer)) {
+				fprintf(stderr, "triggerd: --consumer: 1..127 characters\n");
+				return EXIT_USAGE;
+			}
+			snprintf(cfg.consumer, sizeof(cfg.consumer), "%s", optarg);
+			break;
+		case 'b':
+			if (parse_uint("--sink-buffer", optarg, 1, 100000000, &v))
+				return EXIT_USAGE;
+			cfg.sink_max = v;
+			break;
+		case 'B':
+			if (parse_uint("--batch", optarg, 1, 10000, &v))
+				return EXIT_USAGE;
+			cfg.batch_max = (unsigned)v;
+			break;
+		case 'n':
+			if (parse_uint("--read-count", optarg, 1, 100000, &v))
+				return EXIT_USAGE;
+			cfg.read_count = (unsigned)v;
+			break;
+		case 'd':
+			if (parse_uint("--dedup-ttl", optarg, 1, 365UL * 86400, &v))
+				return EXIT_USAGE;
+			cfg.dedup_ttl_s = (unsigned)v;
+			break;
+		case 's':
+			if (parse_uint("--shutdown-ms", optarg, 0, 600000, &v))
+				return EXIT_USAGE;
+			cfg.shutdown_ms = (unsigned)v;
+			break;
+		case 'l': {
+			enum td_log_level lv;
+			if (td_log_parse_level(optarg, &lv)) {
+				fprintf(stderr, "triggerd: --log-level: expected debug, info, warn or error\n");
+				return EXIT_USAGE;
+			}
+			td_log_set_level(lv);
+			break;
+		}
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("triggerd %s\n", TD_VERSION); return 0;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "triggerd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (cfg.read_count > cfg.sink_max)
+		cfg.read_count = (unsigned)cfg.sink_max;
+
+	char err[256];
+	int is_default = 0;
+	if (state_dir)
+		setenv("TRIGGERD_STATE_DIR", state_dir, 1);
+	if (td_redis_addr_resolve(redis, &cfg.redis, &is_default, err, sizeof(err))) {
+		fprintf(stderr, "triggerd: --redis: %s\n", err);
+		return EXIT_USAGE;
+	}
+	pid_t redis_pid = 0;
+	if (is_default) {
+		char dir[512];
+		td_default_state_dir(dir, sizeof(dir));
+		redis_pid = start_private_redis(dir, cfg.redis.path);
+		if (redis_pid < 0) {
+			td_error("could not start a private redis-server", "\"socket\":\"%s\"",
+				 cfg.redis.path);
+			return EXIT_REDIS;
+		}
+		td_info("no --redis given: using the private Redis",
+			"\"socket\":\"%s\",\"hint\":\"export TRIGGERD_REDIS=%s; triggerctl timer t1 --after 5s; triggerctl follow\"",
+			cfg.redis.path, cfg.redis.path);
+	}
+
+	struct td_engine *e = calloc(1, sizeof(*e));
+	int code = 1;
+	if (!e)
+		return 1;
+	if (td_engine_init(e, &cfg) == 0)
+		code = td_engine_run(e);
+	td_engine_finish(e);
+	free(e);
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGTERM);
+		waitpid(redis_pid, NULL, 0);
+	}
+	return code;
+}

@@ -1,0 +1,370 @@
+/*
+ * The sink: every write triggerd makes to Redis goes through one Lua script,
+ * "apply", in batches of records. One script call applies up to batch_max
+ * records atomically and in order, so the per-call cost of Lua is paid once
+ * per batch rather than once per event.
+ *
+ * Records (four string arguments each, after the op letter):
+ *
+ *   A entry id spec -     HSETNX triggers id spec; XACK submit group entry.
+ *                         Result: 1 stored, 0 already active.
+ *   F id stream event entry
+ *                         if HDEL triggers id removed it: XADD stream * id id
+ *                         event event. Then XACK entry if entry != "".
+ *                         Result: 1 posted, 0 not active (already fired or
+ *                         cancelled: nothing posted).
+ *   R id stream event dedupkey
+ *                         repeat occurrence: if the trigger is still stored
+ *                         and SET dedupkey NX EX ttl succeeds: XADD.
+ *   J entry stream id event
+ *                         reject: if XACK entry acked it (it was pending):
+ *                         XADD. A retried J posts nothing twice.
+ *
+ * Every op is idempotent, so a batch whose reply was lost (the connection
+ * dropped) is simply sent again, in order, after reconnecting. Records are
+ * held until their reply: the sink's bound (max) counts queued, in-flight
+ * and retried records together.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "engine_i.h"
+#include "triggerd/log.h"
+
+#define MAX_INFLIGHT 64
+#define ERROR_PAUSE_MS 500
+
+static const char apply_lua[] =
+	"local trig, sub = KEYS[1], KEYS[2]\n"
+	"local group, ttl = ARGV[1], ARGV[2]\n"
+	"local out = {}\n"
+	"local n = 0\n"
+	"for i = 3, #ARGV, 5 do\n"
+	"  local op, a, b, c, d = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]\n"
+	"  local r = 0\n"
+	"  if op == 'A' then\n"
+	"    r = redis.call('HSETNX', trig, b, c)\n"
+	"    redis.call('XACK', sub, group, a)\n"
+	"  elseif op == 'F' then\n"
+	"    if redis.call('HDEL', trig, a) == 1 then\n"
+	"      redis.call('XADD', b, '*', 'id', a, 'event', c)\n"
+	"      r = 1\n"
+	"    end\n"
+	"    if d ~= '' then redis.call('XACK', sub, group, d) end\n"
+	"  elseif op == 'R' then\n"
+	"    if redis.call('HEXISTS', trig, a) == 1 and\n"
+	"       redis.call('SET', d, '1', 'NX', 'EX', ttl) then\n"
+	"      redis.call('XADD', b, '*', 'id', a, 'event', c)\n"
+	"      r = 1\n"
+	"    end\n"
+	"  elseif op == 'J' then\n"
+	"    if redis.call('XACK', sub, group, a) == 1 then\n"
+	"      redis.call('XADD', b, '*', 'id', c, 'event', d)\n"
+	"      r = 1\n"
+	"    end\n"
+	"  else\n"
+	"    return redis.error_reply('triggerd apply: unknown op ' .. tostring(op))\n"
+	"  end\n"
+	"  n = n + 1\n"
+	"  out[n] = r\n"
+	"end\n"
+	"return out\n";
+
+struct td_batch {
+	struct td_batch *next;
+	struct td_sink *sink;
+	struct td_rec *head;
+	unsigned n;
+	bool use_eval;
+};
+
+struct td_rec *td_rec_new(char op, const void *a, size_t alen, const void *b,
+			  size_t blen, const void *c, size_t clen, const void *d,
+			  size_t dlen)
+{
+	struct td_rec *r = malloc(sizeof(*r) + alen + blen + clen + dlen);
+	if (!r)
+		return NULL;
+	r->next = NULL;
+	r->done = NULL;
+	r->arg = NULL;
+	r->op = op;
+	r->len[0] = (uint32_t)alen;
+	r->len[1] = (uint32_t)blen;
+	r->len[2] = (uint32_t)clen;
+	r->len[3] = (uint32_t)dlen;
+	char *p = r->data;
+	if (alen)
+		memcpy(p, a, alen);
+	p += alen;
+	if (blen)
+		memcpy(p, b, blen);
+	p += blen;
+	if (clen)
+		memcpy(p, c, clen);
+	p += clen;
+	if (dlen)
+		memcpy(p, d, dlen);
+	return r;
+}
+
+int td_sink_init(struct td_sink *k, struct td_shard *s, struct td_redis *conn,
+		 size_t max, unsigned batch_max)
+{
+	memset(k, 0, sizeof(*k));
+	k->shard = s;
+	k->conn = conn;
+	k->max = max;
+	k->batch_max = batch_max;
+	k->argv_cap = 7 + 5 * (size_t)batch_max;
+	k->argv = calloc(k->argv_cap, sizeof(*k->argv));
+	k->argvlen = calloc(k->argv_cap, sizeof(*k->argvlen));
+	if (!k->argv || !k->argvlen)
+		return -ENOMEM;
+	return 0;
+}
+
+static void rec_finish(struct td_rec *r, long long result)
+{
+	if (r->done)
+		r->done(r, result, r->arg);
+	free(r);
+}
+
+static void batch_free_recs(struct td_batch *b, long long result)
+{
+	struct td_rec *r = b->head;
+	while (r) {
+		struct td_rec *next = r->next;
+		rec_finish(r, result);
+		r = next;
+	}
+	b->head = NULL;
+}
+
+void td_sink_finish(struct td_sink *k)
+{
+	/* Abandoned records lose nothing: a fire not applied leaves its
+	 * trigger stored, an add or reject not applied leaves its submission
+	 * pending; both are picked up again at the next start. */
+	struct td_batch *b = k->retry_head;
+	while (b) {
+		struct td_batch *next = b->next;
+		batch_free_recs(b, -1);
+		free(b);
+		b = next;
+	}
+	struct td_rec *r = k->q_head;
+	while (r) {
+		struct td_rec *next = r->next;
+		rec_finish(r, -1);
+		r = next;
+	}
+	k->q_head = k->q_tail = NULL;
+	k->retry_head = k->retry_tail = NULL;
+	free(k->argv);
+	free(k->argvlen);
+	k->argv = NULL;
+	k->argvlen = NULL;
+}
+
+bool td_sink_has_room(const struct td_sink *k)
+{
+	return k->nrec < k->max;
+}
+
+void td_sink_push(struct td_sink *k, struct td_rec *rec)
+{
+	rec->next = NULL;
+	if (k->q_tail)
+		k->q_tail->next = rec;
+	else
+		k->q_head = rec;
+	k->q_tail = rec;
+	k->nrec++;
+}
+
+static void retry_later(struct td_sink *k, struct td_batch *b)
+{
+	b->next = NULL;
+	if (k->retry_tail)
+		k->retry_tail->next = b;
+	else
+		k->retry_head = b;
+	k->retry_tail = b;
+}
+
+static void batch_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct td_batch *b = priv;
+	struct td_sink *k = b->sink;
+	redisReply *rep = reply;
+	k->inflight--;
+	if (!rep) {
+		/* Connection gone: the batch may or may not have been applied;
+		 * every op is idempotent, so send it again. */
+		retry_later(k, b);
+		return;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+			b->use_eval = true;
+		} else {
+			char esc[512];
+			k->errors++;
+			td_error("redis rejected the apply script; will retry",
+				 "\"error\":\"%s\",\"records\":%u",
+				 td_log_esc(esc, sizeof(esc), rep->str, rep->len), b->n);
+			k->pause_until = td_mono_ms() + ERROR_PAUSE_MS;
+		}
+		retry_later(k, b);
+		return;
+	}
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != b->n) {
+		k->errors++;
+		td_error("unexpected apply script reply; will retry",
+			 "\"type\":%d,\"records\":%u", rep->type, b->n);
+		k->pause_until = td_mono_ms() + ERROR_PAUSE_MS;
+		retry_later(k, b);
+		return;
+	}
+	struct td_rec *r = b->head;
+	for (size_t i = 0; r; i++) {
+		struct td_rec *next = r->next;
+		long long v = rep->element[i]->type == REDIS_REPLY_INTEGER ?
+			rep->element[i]->integer : 0;
+		if (r->op == 'F' || r->op == 'R' || r->op == 'J') {
+			if (v == 1)
+				k->posted++;
+			else
+				k->noops++;
+		}
+		rec_finish(r, v);
+		r = next;
+	}
+	k->nrec -= b->n;
+	b->head = NULL;
+	k->batches++;
+	free(b);
+}
+
+static int send_batch(struct td_sink *k, struct td_batch *b)
+{
+	struct td_engine *e = k->shard->eng;
+	char ttl[24];
+	size_t n = 0;
+	int tl = snprintf(ttl, sizeof(ttl), "%u", e->cfg.dedup_ttl_s);
+	if (b->use_eval) {
+		k->argv[n] = "EVAL";
+		k->argvlen[n++] = 4;
+		k->argv[n] = apply_lua;
+		k->argvlen[n++] = sizeof(apply_lua) - 1;
+	} else {
+		k->argv[n] = "EVALSHA";
+		k->argvlen[n++] = 7;
+		k->argv[n] = k->sha;
+		k->argvlen[n++] = 40;
+	}
+	k->argv[n] = "2";
+	k->argvlen[n++] = 1;
+	k->argv[n] = e->key_triggers;
+	k->argvlen[n++] = strlen(e->key_triggers);
+	k->argv[n] = e->key_submit;
+	k->argvlen[n++] = strlen(e->key_submit);
+	k->argv[n] = "triggerd";
+	k->argvlen[n++] = 8;
+	k->argv[n] = ttl;
+	k->argvlen[n++] = (size_t)tl;
+	for (struct td_rec *r = b->head; r; r = r->next) {
+		k->argv[n] = &r->op;
+		k->argvlen[n++] = 1;
+		const char *p = r->data;
+		for (int i = 0; i < 4; i++) {
+			k->argv[n] = p;
+			k->argvlen[n++] = r->len[i];
+			p += r->len[i];
+		}
+	}
+	int rc = td_redis_cmd(k->conn, batch_reply_cb, b, (int)n, k->argv, k->argvlen);
+	if (rc == 0)
+		k->inflight++;
+	return rc;
+}
+
+void td_sink_flush(struct td_sink *k)
+{
+	if (!k->conn->up || !k->sha[0])
+		return;
+	if (k->pause_until && td_mono_ms() < k->pause_until)
+		return;
+	k->pause_until = 0;
+	while (k->retry_head && k->inflight < MAX_INFLIGHT) {
+		struct td_batch *b = k->retry_head;
+		k->retry_head = b->next;
+		if (!k->retry_head)
+			k->retry_tail = NULL;
+		if (send_batch(k, b) != 0) {
+			/* Put it back in front; the connection is down. */
+			b->next = k->retry_head;
+			k->retry_head = b;
+			if (!k->retry_tail)
+				k->retry_tail = b;
+			return;
+		}
+	}
+	if (k->retry_head)
+		return; /* order: nothing new overtakes a batch being retried */
+	while (k->q_head && k->inflight < MAX_INFLIGHT) {
+		struct td_batch *b = malloc(sizeof(*b));
+		if (!b)
+			return;
+		b->sink = k;
+		b->use_eval = false;
+		b->next = NULL;
+		b->head = k->q_head;
+		b->n = 0;
+		struct td_rec *last = NULL, *r = k->q_head;
+		while (r && b->n < k->batch_max) {
+			last = r;
+			r = r->next;
+			b->n++;
+		}
+		last->next = NULL;
+		k->q_head = r;
+		if (!r)
+			k->q_tail = NULL;
+		if (send_batch(k, b) != 0) {
+			retry_later(k, b);
+			return;
+		}
+	}
+}
+
+static void script_loaded_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct td_sink *k = priv;
+	redisReply *rep = reply;
+	if (!rep)
+		return; /* disconnected; loaded again on reconnect */
+	if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+		char esc[512];
+		td_error("SCRIPT LOAD failed", "\"error\":\"%s\"",
+			 rep->type == REDIS_REPLY_ERROR ?
+			 td_log_esc(esc, sizeof(esc), rep->str, rep->len) : "unexpected reply");
+		return;
+	}
+	memcpy(k->sha, rep->str, 40);
+	k->sha[40] = '\0';
+}
+
+void td_sink_conn_up(struct td_sink *k)
+{
+	const char *argv[] = {"SCRIPT", "LOAD", apply_lua};
+	size_t argvlen[] = {6, 4, sizeof(apply_lua) - 1};
+	/* Pipelined ahead of any EVALSHA sent after it on this connection, so
+	 * a Redis that restarted with an empty script cache is refilled
+	 * before it is asked to run the script. */
+	td_redis_cmd(k->conn, script_loaded_cb, k, 3, argv, argvlen);
+}
