@@ -178,6 +178,9 @@ static void hold(struct td_trigger *t)
 	t->kind->stop(t);
 	t->state = TD_T_HELD;
 	t->lnext = NULL;
+	if (!s->held_head)
+		td_warn("event sink full: holding firings back (they stay stored)",
+			"\"buffered\":%zu,\"bound\":%zu", s->sink.nrec, s->sink.max);
 	if (s->held_tail)
 		s->held_tail->lnext = t;
 	else
@@ -313,6 +316,8 @@ int td_trigger_activate(struct td_trigger *t)
 
 void td_shard_release_held(struct td_shard *s)
 {
+	if (!s->held_head)
+		return;
 	while (s->held_head && td_sink_has_room(&s->sink)) {
 		struct td_trigger *t = s->held_head;
 		s->held_head = t->lnext;
@@ -322,6 +327,8 @@ void td_shard_release_held(struct td_shard *s)
 		t->state = TD_T_ACTIVE;
 		start_or_timeout(t);
 	}
+	if (!s->held_head)
+		td_info("held firings released", "\"held_total\":%llu", s->stats.held);
 }
 
 int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
