@@ -318,7 +318,10 @@ void td_shard_release_held(struct td_shard *s)
 {
 	if (!s->held_head)
 		return;
-	while (s->held_head && td_sink_has_room(&s->sink)) {
+	/* A released trigger may fire only on the next wheel advance, so the
+	 * sink's fill level does not move yet: release no more than fit. */
+	size_t room = s->sink.max > s->sink.nrec ? s->sink.max - s->sink.nrec : 0;
+	while (s->held_head && room--) {
 		struct td_trigger *t = s->held_head;
 		s->held_head = t->lnext;
 		if (!s->held_head)
