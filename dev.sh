@@ -1,0 +1,96 @@
+#!/bin/sh
+# triggerd developer entry point. On a fresh Debian 12 machine:
+#
+#   ./dev.sh run      install dependencies, build, run triggerd (it starts a
+#                     private redis-server when no Redis is configured)
+#   ./dev.sh test     install dependencies, build, run the whole test suite
+#
+# Also: ./dev.sh test --sanitize (ASan + UBSan build), ./dev.sh fuzz [SECONDS],
+# ./dev.sh bench [ARGS...], ./dev.sh build.
+set -eu
+
+cd "$(dirname "$0")"
+
+PKGS="meson ninja-build pkg-config gcc liburing-dev libhiredis-dev libmsgpack-dev \
+libcjson-dev libcmocka-dev redis-server"
+FUZZ_PKGS="clang libclang-rt-14-dev"
+
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Install what is missing (and only then touch apt, so repeat runs are quick).
+deps() {
+	missing=""
+	for p in $PKGS "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+			missing="$missing $p"
+	done
+	if [ -n "$missing" ]; then
+		echo "dev.sh: installing:$missing" >&2
+		as_root apt-get update -qq
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >&2
+	fi
+}
+
+# build DIR [meson options...]
+build() {
+	dir=$1
+	shift
+	if [ ! -f "$dir/build.ninja" ]; then
+		meson setup "$dir" "$@" >&2
+	fi
+	ninja -C "$dir" >&2
+}
+
+cmd=${1:-help}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+run)
+	deps
+	build build
+	echo "dev.sh: starting triggerd; in another terminal try:" >&2
+	echo "  ./build/triggerctl timer hello --after 5s && ./build/triggerctl follow --from 0" >&2
+	exec ./build/triggerd "$@"
+	;;
+build)
+	deps
+	build build
+	;;
+test)
+	if [ "${1:-}" = "--sanitize" ]; then
+		deps
+		build build-san -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+			meson test -C build-san --print-errorlogs --timeout-multiplier 3
+	else
+		deps
+		build build
+		meson test -C build --print-errorlogs
+	fi
+	;;
+fuzz)
+	secs=${1:-60}
+	deps $FUZZ_PKGS
+	CC=clang build build-fuzz -Dfuzz=true -Dtests=false -Dbuildtype=debugoptimized
+	for f in build-fuzz/fuzz/fuzz_*; do
+		[ -x "$f" ] || continue
+		name=$(basename "$f")
+		corpus=fuzz/corpus/${name#fuzz_}
+		work=$(mktemp -d)
+		echo "dev.sh: fuzzing $name for ${secs}s" >&2
+		"$f" -max_total_time="$secs" -print_final_stats=1 "$work" "$corpus" 2>&1 | tail -5
+		rm -rf "$work"
+	done
+	;;
+bench)
+	deps
+	build build
+	exec ./build/bench/bench_timers "$@"
+	;;
+*)
+	sed -n '2,12p' "$0"
+	exit 2
+	;;
+esac
