@@ -224,6 +224,8 @@ bool td_sink_has_room(const struct td_sink *k);
 void td_sink_push(struct td_sink *k, struct td_rec *rec);
 /** Send what can be sent. Called once per loop iteration. */
 void td_sink_flush(struct td_sink *k);
+/** The apply script's Lua text (for tests and docs). */
+const char *td_sink_script(void);
 /** The writer connection came up: load the script, resend. */
 void td_sink_conn_up(struct td_sink *k);
 static inline bool td_sink_idle(const struct td_sink *k)

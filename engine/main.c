@@ -195,7 +195,7 @@ int main(int argc, char **argv)
 			cfg.sink_max = v;
 			break;
 		case 'B':
-			if (parse_uint("--batch", optarg, 1, 10000, &v))
+			if (parse_uint("--batch", optarg, 1, 2000, &v))
 				return EXIT_USAGE;
 			cfg.batch_max = (unsigned)v;
 			break;

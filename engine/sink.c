@@ -6,7 +6,8 @@
  *
  * Records (four string arguments each, after the op letter):
  *
- *   A entry id spec -     HSETNX triggers id spec; XACK submit group entry.
+ *   A entry id spec -     store id -> spec unless id is stored (HSETNX
+ *                         semantics); XACK submit group entry.
  *                         Result: 1 stored, 0 already active.
  *   F id stream event entry
  *                         if HDEL triggers id removed it: XADD stream * id id
@@ -36,41 +37,91 @@
 #define MAX_INFLIGHT 64
 #define ERROR_PAUSE_MS 500
 
+/*
+ * Consecutive records of the same op ('A' or 'F') are applied as a run:
+ * one HMGET tells which ids are stored, one HDEL or HSET changes them all,
+ * one XACK acknowledges every entry; only the XADDs stay per record. Per
+ * record, the result is what applying the records one by one would give:
+ * within a run an id counts as taken by its first record only.
+ */
 static const char apply_lua[] =
 	"local trig, sub = KEYS[1], KEYS[2]\n"
 	"local group, ttl = ARGV[1], ARGV[2]\n"
-	"local out = {}\n"
-	"local n = 0\n"
-	"for i = 3, #ARGV, 5 do\n"
-	"  local op, a, b, c, d = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]\n"
-	"  local r = 0\n"
-	"  if op == 'A' then\n"
-	"    r = redis.call('HSETNX', trig, b, c)\n"
-	"    redis.call('XACK', sub, group, a)\n"
-	"  elseif op == 'F' then\n"
-	"    if redis.call('HDEL', trig, a) == 1 then\n"
-	"      redis.call('XADD', b, '*', 'id', a, 'event', c)\n"
-	"      r = 1\n"
-	"    end\n"
-	"    if d ~= '' then redis.call('XACK', sub, group, d) end\n"
-	"  elseif op == 'R' then\n"
-	"    if redis.call('HEXISTS', trig, a) == 1 and\n"
-	"       redis.call('SET', d, '1', 'NX', 'EX', ttl) then\n"
-	"      redis.call('XADD', b, '*', 'id', a, 'event', c)\n"
-	"      r = 1\n"
-	"    end\n"
-	"  elseif op == 'J' then\n"
-	"    if redis.call('XACK', sub, group, a) == 1 then\n"
-	"      redis.call('XADD', b, '*', 'id', c, 'event', d)\n"
-	"      r = 1\n"
-	"    end\n"
-	"  else\n"
-	"    return redis.error_reply('triggerd apply: unknown op ' .. tostring(op))\n"
+	"local out, k, n, i = {}, 0, #ARGV, 3\n"
+	"local function run_end(op)\n"
+	"  local j, ids = i, {}\n"
+	"  while j <= n and ARGV[j] == op do\n"
+	"    ids[#ids + 1] = ARGV[j + (op == 'A' and 2 or 1)]\n"
+	"    j = j + 5\n"
 	"  end\n"
-	"  n = n + 1\n"
-	"  out[n] = r\n"
+	"  return j, ids\n"
+	"end\n"
+	"while i <= n do\n"
+	"  local op = ARGV[i]\n"
+	"  if op == 'F' then\n"
+	"    local j, ids = run_end('F')\n"
+	"    local ex = redis.call('HMGET', trig, unpack(ids))\n"
+	"    redis.call('HDEL', trig, unpack(ids))\n"
+	"    local taken, acks = {}, {}\n"
+	"    for m = 1, #ids do\n"
+	"      local b, id, r = i + (m - 1) * 5, ids[m], 0\n"
+	"      if ex[m] and not taken[id] then\n"
+	"        taken[id] = true\n"
+	"        redis.call('XADD', ARGV[b + 2], '*', 'id', id, 'event', ARGV[b + 3])\n"
+	"        r = 1\n"
+	"      end\n"
+	"      if ARGV[b + 4] ~= '' then acks[#acks + 1] = ARGV[b + 4] end\n"
+	"      k = k + 1\n"
+	"      out[k] = r\n"
+	"    end\n"
+	"    if #acks > 0 then redis.call('XACK', sub, group, unpack(acks)) end\n"
+	"    i = j\n"
+	"  elseif op == 'A' then\n"
+	"    local j, ids = run_end('A')\n"
+	"    local ex = redis.call('HMGET', trig, unpack(ids))\n"
+	"    local taken, pairs_, acks = {}, {}, {}\n"
+	"    for m = 1, #ids do\n"
+	"      local b, id, r = i + (m - 1) * 5, ids[m], 0\n"
+	"      if not ex[m] and not taken[id] then\n"
+	"        taken[id] = true\n"
+	"        pairs_[#pairs_ + 1] = id\n"
+	"        pairs_[#pairs_ + 1] = ARGV[b + 3]\n"
+	"        r = 1\n"
+	"      end\n"
+	"      acks[#acks + 1] = ARGV[b + 1]\n"
+	"      k = k + 1\n"
+	"      out[k] = r\n"
+	"    end\n"
+	"    if #pairs_ > 0 then redis.call('HSET', trig, unpack(pairs_)) end\n"
+	"    redis.call('XACK', sub, group, unpack(acks))\n"
+	"    i = j\n"
+	"  else\n"
+	"    local a, b, c, d, r = ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], 0\n"
+	"    if op == 'R' then\n"
+	"      if redis.call('HEXISTS', trig, a) == 1 and\n"
+	"         redis.call('SET', d, '1', 'NX', 'EX', ttl) then\n"
+	"        redis.call('XADD', b, '*', 'id', a, 'event', c)\n"
+	"        r = 1\n"
+	"      end\n"
+	"    elseif op == 'J' then\n"
+	"      if redis.call('XACK', sub, group, a) == 1 then\n"
+	"        redis.call('XADD', b, '*', 'id', c, 'event', d)\n"
+	"        r = 1\n"
+	"      end\n"
+	"    else\n"
+	"      return redis.error_reply('triggerd apply: unknown op ' .. tostring(op))\n"
+	"    end\n"
+	"    k = k + 1\n"
+	"    out[k] = r\n"
+	"    i = i + 5\n"
+	"  end\n"
 	"end\n"
 	"return out\n";
+
+const char *td_sink_script(void)
+{
+	return apply_lua;
+}
 
 struct td_batch {
 	struct td_batch *next;
