@@ -34,30 +34,42 @@ enum td_tstate {
 };
 
 /*
- * One held trigger. A single allocation: this header, the kind's state
- * (max-aligned), then id, queue and meta bytes. Budget: DESIGN.md says
- * <= 256 bytes per held timer including the table; keep it lean.
+ * One held trigger. A single allocation:
+ *
+ *   [struct td_timer timeout, only when deadline_ms >= 0]
+ *   struct td_trigger  <- the trigger pointer
+ *   kind state (state_size8 * 8 bytes)
+ *   id, queue, meta bytes
+ *
+ * The timeout node sits *before* the header so that a trigger without a
+ * timeout does not pay for it, while both the node and the kind state stay
+ * at fixed offsets from the header (each callback finds its trigger).
+ * Budget: DESIGN.md says <= 256 bytes per held timer including the table.
  */
 struct td_trigger {
 	struct td_trigger *hnext;     /* hash chain */
 	struct td_trigger *lnext;     /* held list */
 	const struct td_kind *kind;
 	struct td_shard *shard;
-	struct td_timer timeout;      /* armed when deadline_ms >= 0 */
-	int64_t deadline_ms;          /* wall clock; -1: none */
+	int64_t deadline_ms;          /* wall clock; -1: none (no timeout node) */
 	uint32_t seq;                 /* repeat: occurrences posted so far */
 	uint16_t id_len;
 	uint16_t meta_len;
 	uint8_t queue_len;
 	uint8_t state;                /* enum td_tstate */
 	uint8_t repeat;
-	uint8_t state_size16;         /* kind state size / 16 */
-	max_align_t data[];
+	uint8_t state_size8;          /* kind state size / 8 */
+	uint64_t data[];
 };
 
+static inline struct td_timer *td_trigger_timeout(const struct td_trigger *t)
+{
+	return t->deadline_ms >= 0 ?
+	       (struct td_timer *)(void *)((char *)t - sizeof(struct td_timer)) : NULL;
+}
 static inline char *td_trigger_idp(const struct td_trigger *t)
 {
-	return (char *)t->data + (size_t)t->state_size16 * 16;
+	return (char *)t->data + (size_t)t->state_size8 * 8;
 }
 static inline char *td_trigger_queuep(const struct td_trigger *t)
 {

@@ -239,8 +239,8 @@ int td_trigger_new(struct td_shard *s, const struct td_spec *spec, int64_t now_m
 		   struct td_trigger **out, char *err, size_t errlen)
 {
 	const struct td_kind *k = spec->kind;
-	size_t state16 = (k->state_size + 15) / 16;
-	if (state16 > 255) {
+	size_t state8 = (k->state_size + 7) / 8;
+	if (state8 > 255) {
 		snprintf(err, errlen, "kind: internal error: state too large");
 		return -EINVAL;
 	}
@@ -252,13 +252,15 @@ int td_trigger_new(struct td_shard *s, const struct td_spec *spec, int64_t now_m
 		msgpack_pack_object(&pk, *spec->meta);
 	}
 	size_t meta_len = sb->size;
-	size_t size = sizeof(struct td_trigger) + state16 * 16 + spec->id_len +
+	size_t pre = spec->deadline_ms >= 0 ? sizeof(struct td_timer) : 0;
+	size_t size = pre + sizeof(struct td_trigger) + state8 * 8 + spec->id_len +
 		      spec->queue_len + meta_len;
-	struct td_trigger *t = calloc(1, size);
-	if (!t) {
+	char *base = calloc(1, size);
+	if (!base) {
 		snprintf(err, errlen, "spec: out of memory");
 		return -ENOMEM;
 	}
+	struct td_trigger *t = (struct td_trigger *)(void *)(base + pre);
 	t->kind = k;
 	t->shard = s;
 	t->deadline_ms = spec->deadline_ms;
@@ -266,7 +268,7 @@ int td_trigger_new(struct td_shard *s, const struct td_spec *spec, int64_t now_m
 	t->queue_len = (uint8_t)spec->queue_len;
 	t->meta_len = (uint16_t)meta_len;
 	t->repeat = spec->repeat;
-	t->state_size16 = (uint8_t)state16;
+	t->state_size8 = (uint8_t)state8;
 	t->state = TD_T_STORING;
 	memcpy(td_trigger_idp(t), spec->id, spec->id_len);
 	if (spec->queue_len)
@@ -276,7 +278,7 @@ int td_trigger_new(struct td_shard *s, const struct td_spec *spec, int64_t now_m
 	static const msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
 	int rc = k->parse(t, spec->args ? spec->args : &nil, now_ms, err, errlen);
 	if (rc) {
-		free(t);
+		free(base);
 		return rc;
 	}
 	*out = t;
@@ -289,7 +291,7 @@ void td_trigger_free(struct td_trigger *t)
 		return;
 	if (t->kind->destroy)
 		t->kind->destroy(t);
-	free(t);
+	free((char *)t - (t->deadline_ms >= 0 ? sizeof(struct td_timer) : 0));
 }
 
 static void pack_str(msgpack_packer *pk, const char *s, size_t n)

@@ -164,7 +164,8 @@ void td_trigger_end(struct td_trigger *t)
 	if (t->state == TD_T_HELD)
 		held_remove(s, t);
 	td_table_del(&s->table, t);
-	td_wheel_cancel(&s->wheel, &t->timeout);
+	if (td_trigger_timeout(t))
+		td_wheel_cancel(&s->wheel, td_trigger_timeout(t));
 	if (t->state == TD_T_ACTIVE)
 		t->kind->stop(t);
 	td_trigger_free(t);
@@ -270,11 +271,12 @@ int td_trigger_fire(struct td_trigger *t, const struct td_outcome *o)
 
 static void timeout_cb(struct td_timer *tm, uint64_t now)
 {
-	struct td_trigger *t = td_container_of(tm, struct td_trigger, timeout);
+	/* The node sits right before its trigger's header. */
+	struct td_trigger *t = (struct td_trigger *)(void *)((char *)tm + sizeof(*tm));
 	int64_t wall = td_wall_ms();
 	if (wall < t->deadline_ms) {
 		/* The wall clock was stepped back since arming: wait it out. */
-		td_wheel_add(&t->shard->wheel, &t->timeout, td_wall_to_tick(t->deadline_ms));
+		td_wheel_add(&t->shard->wheel, tm, td_wall_to_tick(t->deadline_ms));
 		return;
 	}
 	if (t->state == TD_T_HELD)
@@ -307,9 +309,11 @@ int td_trigger_activate(struct td_trigger *t)
 	if (t->state == TD_T_STORING && !td_table_get(&s->table, td_trigger_idp(t), t->id_len))
 		td_table_put(&s->table, t);
 	t->state = TD_T_ACTIVE;
-	td_timer_init(&t->timeout, timeout_cb);
-	if (t->deadline_ms >= 0)
-		td_wheel_add(&s->wheel, &t->timeout, td_wall_to_tick(t->deadline_ms));
+	struct td_timer *tm = td_trigger_timeout(t);
+	if (tm) {
+		td_timer_init(tm, timeout_cb);
+		td_wheel_add(&s->wheel, tm, td_wall_to_tick(t->deadline_ms));
+	}
 	start_or_timeout(t);
 	return 0;
 }
