@@ -717,7 +717,16 @@ int td_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
 
 /* ---- msgpack -> JSON ---------------------------------------------------- */
 
-static int render(const msgpack_object *o, struct td_buf *b);
+/*
+ * A key that is itself a map, array, bin or ext becomes its JSON text in a
+ * string. When that text has such keys of its own, each level escapes the
+ * quotes of the levels inside it again, doubling the backslashes: 32 levels
+ * of 2-byte input would render to gigabytes. Past this many levels those
+ * keys are rendered as "..." instead.
+ */
+#define KEY_NEST_MAX 3
+
+static int render(const msgpack_object *o, struct td_buf *b, int keynest);
 
 static int put_lit(struct td_buf *b, const char *s)
 {
@@ -858,14 +867,26 @@ static int put_base64(struct td_buf *b, const char *s, size_t n)
 	return 0;
 }
 
-static int render_key(const msgpack_object *k, struct td_buf *b)
+/* @keynest: how many key texts this key is already inside. */
+static int render_key(const msgpack_object *k, struct td_buf *b, int keynest)
 {
-	if (k->type == MSGPACK_OBJECT_STR)
+	switch (k->type) {
+	case MSGPACK_OBJECT_STR:
 		return put_str(b, k->via.str.ptr, k->via.str.size);
+	case MSGPACK_OBJECT_ARRAY:
+	case MSGPACK_OBJECT_MAP:
+	case MSGPACK_OBJECT_BIN:
+	case MSGPACK_OBJECT_EXT:
+		if (keynest >= KEY_NEST_MAX)
+			return put_lit(b, "\"...\"");
+		break;
+	default:
+		break;
+	}
 
 	/* JSON keys are strings: use the key's own JSON text as the string. */
 	struct td_buf tmp = TD_BUF_INIT;
-	int rc = render(k, &tmp);
+	int rc = render(k, &tmp, keynest + 1);
 	if (!rc)
 		rc = td_buf_json_str(b, tmp.data, tmp.len);
 	td_buf_finish(&tmp);
@@ -876,7 +897,7 @@ static int render_key(const msgpack_object *k, struct td_buf *b)
  * Recursion is bounded by the object's nesting; msgpack_unpack builds at
  * most 32 levels.
  */
-static int render(const msgpack_object *o, struct td_buf *b)
+static int render(const msgpack_object *o, struct td_buf *b, int keynest)
 {
 	int rc;
 
@@ -916,7 +937,7 @@ static int render(const msgpack_object *o, struct td_buf *b)
 			return rc;
 		for (uint32_t i = 0; i < o->via.array.size; i++) {
 			if ((i && (rc = put_lit(b, ","))) ||
-			    (rc = render(&o->via.array.ptr[i], b)))
+			    (rc = render(&o->via.array.ptr[i], b, keynest)))
 				return rc;
 		}
 		return put_lit(b, "]");
@@ -926,9 +947,9 @@ static int render(const msgpack_object *o, struct td_buf *b)
 		for (uint32_t i = 0; i < o->via.map.size; i++) {
 			const msgpack_object_kv *kv = &o->via.map.ptr[i];
 			if ((i && (rc = put_lit(b, ","))) ||
-			    (rc = render_key(&kv->key, b)) ||
+			    (rc = render_key(&kv->key, b, keynest)) ||
 			    (rc = put_lit(b, ":")) ||
-			    (rc = render(&kv->val, b)))
+			    (rc = render(&kv->val, b, keynest)))
 				return rc;
 		}
 		return put_lit(b, "}");
@@ -940,7 +961,7 @@ static int render(const msgpack_object *o, struct td_buf *b)
 int td_msgpack_to_json(const msgpack_object *o, struct td_buf *out)
 {
 	size_t start = out->len;
-	int rc = render(o, out);
+	int rc = render(o, out, 0);
 	if (rc && out->data) {
 		out->len = start;
 		out->data[start] = '\0';

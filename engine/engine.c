@@ -68,6 +68,30 @@ static void writer_down(struct td_redis *r)
 			"\"buffered\":%zu,\"bound\":%zu", s->sink.nrec, s->sink.max);
 }
 
+#define STATS_INTERVAL_MS 10000
+
+static void log_stats(struct td_shard *s, const char *msg)
+{
+	size_t n = s->table.count;
+	size_t table_bytes = s->table.nbuckets * sizeof(*s->table.buckets);
+	td_info(msg, "\"triggers\":%zu,\"held\":%s,\"sink_backlog\":%zu,"
+		"\"posted\":%llu,\"success\":%llu,\"timeout\":%llu,\"cancelled\":%llu,"
+		"\"rejected\":%llu,\"trigger_bytes\":%zu,\"table_bytes\":%zu,"
+		"\"bytes_per_trigger\":%.1f",
+		n, s->held_head ? "true" : "false", s->sink.nrec, s->sink.posted,
+		s->stats.fired[TD_SUCCESS], s->stats.fired[TD_TIMEOUT],
+		s->stats.fired[TD_CANCELLED], s->stats.fired[TD_REJECTED],
+		s->stats.trigger_bytes, table_bytes,
+		n ? (double)(s->stats.trigger_bytes + table_bytes) / (double)n : 0.0);
+}
+
+static void stats_cb(struct td_timer *t, uint64_t now)
+{
+	struct td_shard *s = td_container_of(t, struct td_shard, stats_timer);
+	log_stats(s, "stats");
+	td_wheel_add(&s->wheel, t, now + STATS_INTERVAL_MS);
+}
+
 static void sig_arm(struct td_shard *s)
 {
 	struct io_uring_sqe *sqe = td_reactor_sqe(&s->reactor, &s->sig_op);
@@ -118,6 +142,8 @@ static int shard_init(struct td_engine *e, struct td_shard *s, unsigned index)
 	if ((rc = td_sink_init(&s->sink, s, &s->writer, e->cfg.sink_max, e->cfg.batch_max)))
 		return rc;
 	s->intake.shard = s;
+	td_timer_init(&s->stats_timer, stats_cb);
+	td_wheel_add(&s->wheel, &s->stats_timer, td_mono_ms() + STATS_INTERVAL_MS);
 
 	sigset_t set;
 	sigemptyset(&set);
@@ -194,8 +220,7 @@ int td_engine_run(struct td_engine *e)
 	if (!td_sink_idle(&s->sink))
 		td_warn("exiting with unflushed records; they are re-done at next start",
 			"\"records\":%zu", s->sink.nrec);
-	td_info("stopped", "\"triggers\":%zu,\"posted\":%llu", s->table.count,
-		s->sink.posted);
+	log_stats(s, "stopped");
 	return 0;
 }
 

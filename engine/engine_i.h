@@ -281,6 +281,7 @@ struct td_config {
 struct td_stats {
 	unsigned long long fired[5];  /* by enum td_status */
 	unsigned long long held;
+	size_t trigger_bytes;         /* malloc_usable_size of live triggers */
 };
 
 struct td_shard {
@@ -300,6 +301,7 @@ struct td_shard {
 	bool stopping;
 	int64_t stop_deadline_ns;
 	struct td_stats stats;
+	struct td_timer stats_timer;  /* periodic "stats" log line */
 	msgpack_sbuffer scratch;      /* event/spec packing */
 };
 

@@ -3,6 +3,7 @@
  * its own args), the stored form kept in td:triggers, and the event map.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,6 +282,7 @@ int td_trigger_new(struct td_shard *s, const struct td_spec *spec, int64_t now_m
 		free(base);
 		return rc;
 	}
+	s->stats.trigger_bytes += malloc_usable_size(base);
 	*out = t;
 	return 0;
 }
@@ -291,7 +293,9 @@ void td_trigger_free(struct td_trigger *t)
 		return;
 	if (t->kind->destroy)
 		t->kind->destroy(t);
-	free((char *)t - (t->deadline_ms >= 0 ? sizeof(struct td_timer) : 0));
+	char *base = (char *)t - (t->deadline_ms >= 0 ? sizeof(struct td_timer) : 0);
+	t->shard->stats.trigger_bytes -= malloc_usable_size(base);
+	free(base);
 }
 
 static void pack_str(msgpack_packer *pk, const char *s, size_t n)
