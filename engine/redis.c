@@ -179,15 +179,15 @@ static void schedule_reconnect(struct td_redis *r)
 
 static void went_down(struct td_redis *r, const char *why)
 {
-	char addr[300], esc[300];
+	char addr[300], esc[600];
 	bool was_up = r->up;
 	r->up = false;
 	r->ac = NULL;
 	r->io = NULL;
+	td_redis_addr_str(r->addr, addr, sizeof(addr));
 	td_log(was_up ? TD_LOG_WARN : TD_LOG_DEBUG, "redis connection lost",
 	       "\"conn\":\"%s\",\"addr\":\"%s\",\"error\":\"%s\"", r->name,
-	       td_log_esc(esc, sizeof(esc), addr, strlen(td_redis_addr_str(r->addr, addr, sizeof(addr)))),
-	       why);
+	       td_log_esc(esc, sizeof(esc), addr, strlen(addr)), why);
 	if (was_up && r->on_down)
 		r->on_down(r);
 	schedule_reconnect(r);
