@@ -1064,10 +1064,362 @@ static uint64_t xorshift(uint64_t *s)
 
 /* ---- the run ---- */
 
+/* One run: the processes it talks to, the timers, and what it measured. */
+struct run {
+	struct opts o;
+	char addr[PATH_MAX];
+	redisContext *c;
+	struct daemon d;
+	pid_t tpid; /* the triggerd measured: ours, or --pid */
+	char trig_key[300], sub_key[300], ev_key[300], last_id[64];
+	long long base; /* HLEN before submitting: other triggers on a shared Redis */
+	uint32_t tag;
+	int64_t t0;  /* earliest due time, unix ms */
+	int64_t *due; /* by timer index, unix ms */
+	struct tally t;
+
+	size_t spec_bytes, meta_bytes, id_bytes;
+	long submit_errors;
+	long long stored;
+	bool all_stored, restarted, consume_failed;
+	double startup_s, submit_s, stored_s, stop_s, restart_s;
+	int64_t submit_wall, stored_wall, end_wall;
+	long rss_before, rss_stored, rss_restarted;
+	double cpu_start, cpu_stored, cpu_first_life, cpu_fire0, cpu_end;
+};
+
+/* Start or find Redis and triggerd; returns 0 or an exit code. */
+static int setup(struct run *r)
+{
+	struct opts *o = &r->o;
+	static char tdpath[PATH_MAX];
+	char err[256];
+	if (!o->pid && !o->triggerd) {
+		if (!find_triggerd(tdpath, sizeof(tdpath))) {
+			fprintf(stderr, "bench_timers: no triggerd next to this binary (%s); "
+				"use --triggerd PATH\n", tdpath);
+			return 2;
+		}
+		o->triggerd = tdpath;
+	}
+
+	struct td_redis_addr addr;
+	if (o->redis || o->pid) {
+		int is_default;
+		if (td_redis_addr_resolve(o->redis, &addr, &is_default, err, sizeof(err))) {
+			fprintf(stderr, "bench_timers: %s\n", err);
+			return 2;
+		}
+	} else if (start_redis(o->redis_server, &addr)) {
+		return 1;
+	}
+	td_redis_addr_str(&addr, r->addr, sizeof(r->addr));
+	r->c = connect_addr(&addr);
+	if (!r->c || r->c->err) {
+		fprintf(stderr, "bench_timers: cannot connect to Redis at %s: %s\n", r->addr,
+			r->c ? r->c->errstr : "out of memory");
+		return 1;
+	}
+
+	struct daemon *d = &r->d;
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	d->fd = -1;
+	if (o->log_path) {
+		d->tee = fopen(o->log_path, "w");
+		if (!d->tee) {
+			fprintf(stderr, "bench_timers: %s: %s\n", o->log_path, strerror(errno));
+			return 2;
+		}
+		setvbuf(d->tee, NULL, _IOLBF, 0);
+	}
+	r->tpid = o->pid;
+	if (o->pid) {
+		if (kill(o->pid, 0)) {
+			fprintf(stderr, "bench_timers: --pid %d: %s\n", (int)o->pid,
+				strerror(errno));
+			return 1;
+		}
+	} else {
+		double t = mono_s();
+		owned.d = d;
+		if (daemon_start(d, o, r->addr))
+			return 1;
+		int rc = daemon_wait(d, &d->ready, 60000);
+		if (rc) {
+			fprintf(stderr, "bench_timers: triggerd (%s) %s before logging \"ready\"\n",
+				o->triggerd, rc == -1 ? "exited" : "timed out");
+			return 1;
+		}
+		r->tpid = d->pid;
+		r->startup_s = mono_s() - t;
+	}
+
+	snprintf(r->trig_key, sizeof(r->trig_key), "%striggers", o->prefix);
+	snprintf(r->sub_key, sizeof(r->sub_key), "%ssubmit", o->prefix);
+	snprintf(r->ev_key, sizeof(r->ev_key), "%sevents", o->prefix);
+
+	/* start after whatever the events stream already holds */
+	snprintf(r->last_id, sizeof(r->last_id), "0-0");
+	const char *av[] = { "XREVRANGE", r->ev_key, "+", "-", "COUNT", "1" };
+	redisReply *rep = redisCommandArgv(r->c, 6, av, NULL);
+	if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+	    rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements >= 1 &&
+	    rep->element[0]->element[0]->type == REDIS_REPLY_STRING)
+		snprintf(r->last_id, sizeof(r->last_id), "%s", rep->element[0]->element[0]->str);
+	freeReplyObject(rep);
+	bool ok;
+	r->base = hlen(r->c, r->trig_key, &ok);
+	if (!ok) {
+		fprintf(stderr, "bench_timers: HLEN %s failed: %s\n", r->trig_key, r->c->errstr);
+		return 1;
+	}
+
+	size_t n = (size_t)o->n;
+	r->due = malloc(n * sizeof(*r->due));
+	r->t.seen = calloc(n, 1);
+	r->t.lat_fired = malloc(n * sizeof(int64_t));
+	r->t.lat_vis = malloc(n * sizeof(int64_t));
+	if (!r->due || !r->t.seen || !r->t.lat_fired || !r->t.lat_vis) {
+		fprintf(stderr, "bench_timers: out of memory\n");
+		return 1;
+	}
+	r->tag = (uint32_t)(getpid() ^ (uint32_t)wall_ms() * 2654435761u);
+	return 0;
+}
+
+/* Pipelined XADDs, BATCH at a time; due times drawn as they are packed. */
+static int submit_all(struct run *r)
+{
+	const struct opts *o = &r->o;
+	size_t metalen = meta_str_len(o->meta_bytes);
+	char *metastr = malloc(metalen + 1);
+	if (!metastr)
+		return 1;
+	memset(metastr, 'm', metalen);
+	r->meta_bytes = o->meta_bytes == 0 ? 0 : o->meta_bytes < 4 ? 1
+			: 3 + metalen + (metalen < 32 ? 1 : metalen < 256 ? 2 : 3);
+
+	double t = mono_s();
+	r->submit_wall = wall_ms();
+	r->t0 = r->submit_wall + o->t0_delay_ms;
+	uint64_t rng = o->seed * 0x9e3779b97f4a7c15ull + 1;
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	char id[300], first_err[200] = "";
+	size_t sublen = strlen(r->sub_key);
+	for (long i = 0; i < o->n && !stop_requested; i += BATCH) {
+		long m = o->n - i < BATCH ? o->n - i : BATCH;
+		for (long j = i; j < i + m; j++) {
+			uint64_t w = (uint64_t)o->window_ms;
+			r->due[j] = r->t0 + (int64_t)(w ? xorshift(&rng) % (w + 1) : 0);
+			r->id_bytes = make_id(id, sizeof(id), r->tag, j, o->id_bytes);
+			pack_spec(&sb, id, r->id_bytes, r->due[j], o->meta_bytes, metastr, metalen);
+			r->spec_bytes = sb.size;
+			const char *av[] = { "XADD", r->sub_key, "*", "op", "add", "spec",
+					     sb.data };
+			size_t al[] = { 4, sublen, 1, 2, 3, 4, sb.size };
+			redisAppendCommandArgv(r->c, 7, av, al);
+		}
+		for (long j = 0; j < m; j++) {
+			redisReply *rep = NULL;
+			if (redisGetReply(r->c, (void **)&rep) != REDIS_OK) {
+				fprintf(stderr, "bench_timers: Redis: %s\n", r->c->errstr);
+				free(metastr);
+				msgpack_sbuffer_destroy(&sb);
+				return 1;
+			}
+			bool bad = rep->type != REDIS_REPLY_STRING;
+			if (bad && !r->submit_errors++)
+				snprintf(first_err, sizeof(first_err), "%s",
+					 rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
+			freeReplyObject(rep);
+		}
+	}
+	msgpack_sbuffer_destroy(&sb);
+	free(metastr);
+	r->submit_s = mono_s() - t;
+	if (r->submit_errors)
+		fprintf(stderr, "bench_timers: %ld XADDs failed, first: %s\n", r->submit_errors,
+			first_err);
+	return 0;
+}
+
+/* Poll HLEN until all are stored, but not past t0: from then on fired
+ * timers leave the hash and the count would never be reached. */
+static int wait_stored(struct run *r)
+{
+	bool ok;
+	while (!stop_requested) {
+		r->stored = hlen(r->c, r->trig_key, &ok) - r->base;
+		if (!ok) {
+			fprintf(stderr, "bench_timers: HLEN: %s\n", r->c->errstr);
+			return 1;
+		}
+		if (r->stored >= r->o.n || wall_ms() >= r->t0)
+			break;
+		if (!r->o.pid && !daemon_alive(&r->d)) {
+			fprintf(stderr, "bench_timers: triggerd exited while storing\n");
+			break;
+		}
+		sleep_ms(5);
+	}
+	r->stored_s = (double)(wall_ms() - r->submit_wall) / 1e3;
+	r->stored_wall = wall_ms();
+	r->all_stored = r->stored >= r->o.n;
+	if (!r->all_stored)
+		fprintf(stderr, "bench_timers: only %lld of %ld stored by t0%s\n", r->stored,
+			r->o.n, r->o.restart ? "; skipping --restart" : "");
+	r->rss_stored = rss_kb(r->tpid);
+	r->cpu_stored = cpu_s(r->tpid);
+	return 0;
+}
+
+static int restart_daemon(struct run *r)
+{
+	struct daemon *d = &r->d;
+	double t = mono_s();
+	int status = 0;
+	r->cpu_first_life = daemon_stop(d, 30000, &status);
+	r->stop_s = mono_s() - t;
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		fprintf(stderr, "bench_timers: triggerd did not exit cleanly on SIGTERM "
+			"(status 0x%x)\n", status);
+	if (daemon_start(d, &r->o, r->addr))
+		return 1;
+	int rc = daemon_wait(d, &d->ready, 60000);
+	r->restart_s = mono_s() - t;
+	if (rc) {
+		fprintf(stderr, "bench_timers: restarted triggerd %s before \"ready\"\n",
+			rc == -1 ? "exited" : "timed out");
+	} else {
+		r->restarted = true;
+		if (!d->loaded)
+			fprintf(stderr, "bench_timers: no \"store loaded\" line "
+				"before \"ready\"\n");
+	}
+	r->tpid = d->pid;
+	r->rss_restarted = rss_kb(r->tpid);
+	if (wall_ms() >= r->t0)
+		fprintf(stderr, "bench_timers: restart finished %" PRId64 " ms after t0; "
+			"raise --lead-ms\n", wall_ms() - r->t0);
+	return 0;
+}
+
+static double per_s(double count, int64_t span_ms)
+{
+	return span_ms > 0 ? count * 1000.0 / (double)span_ms : 0;
+}
+
+/* Turn the measurements into figures; returns whether the run passed. */
+static bool report(struct run *r, struct figs *fs)
+{
+	const struct opts *o = &r->o;
+	struct tally *t = &r->t;
+	double n = (double)o->n;
+
+	fig_section(fs, "setup");
+	fig_add(fs, "timers", "timers", "", n, 0);
+	fig_add(fs, "window_ms", "due window", "ms", (double)o->window_ms, 0);
+	fig_add(fs, "t0_delay_ms", "t0 after submit start", "ms", (double)o->t0_delay_ms, 0);
+	fig_add(fs, "spec_bytes", "spec size (msgpack)", "B", (double)r->spec_bytes, 0);
+	fig_add(fs, "meta_bytes", "meta size (msgpack)", "B", (double)r->meta_bytes, 0);
+	fig_add(fs, "id_bytes", "id size", "B", (double)r->id_bytes, 0);
+	if (!o->pid)
+		fig_add(fs, "startup_s", "triggerd start to ready", "s", r->startup_s, 3);
+
+	fig_section(fs, "submit");
+	fig_add(fs, "submit_s", "submit time", "s", r->submit_s, 3);
+	fig_add(fs, "submit_rate_per_s", "submit rate", "XADD/s",
+		r->submit_s > 0 ? n / r->submit_s : 0, 0);
+	fig_add(fs, "submit_errors", "submit errors", "", (double)r->submit_errors, 0);
+	fig_add(fs, "all_stored", "all stored before t0", "", r->all_stored, -1);
+	fig_add(fs, "stored", "stored", "triggers", (double)r->stored, 0);
+	fig_add(fs, "stored_s", "submit start to all stored", "s", r->stored_s, 3);
+	fig_add(fs, "store_rate_per_s", "store rate", "triggers/s",
+		r->stored_s > 0 ? (double)r->stored / r->stored_s : 0, 0);
+	fig_add(fs, "stored_margin_ms", "stored before t0 by", "ms",
+		(double)(r->t0 - r->stored_wall), 0);
+
+	fig_section(fs, "triggerd memory and CPU");
+	fig_add(fs, "rss_before_kb", "RSS before submit", "kB", (double)r->rss_before, 0);
+	fig_add(fs, "rss_stored_kb", "RSS all stored", "kB", (double)r->rss_stored, 0);
+	fig_add(fs, "rss_per_trigger_b", "RSS per trigger", "B",
+		(double)(r->rss_stored - r->rss_before) * 1024.0 / n, 1);
+	/* across a restart: the first process's whole-life CPU from wait4 */
+	double cpu_total = r->cpu_first_life >= 0
+				   ? r->cpu_first_life - r->cpu_start + r->cpu_end
+				   : r->cpu_end - r->cpu_start;
+	double cpu_store = r->cpu_stored - r->cpu_start, cpu_fire = r->cpu_end - r->cpu_fire0;
+	fig_add(fs, "cpu_total_s", "CPU whole run", "s", cpu_total, 2);
+	fig_add(fs, "cpu_store_s", "CPU submit to stored", "s", cpu_store, 2);
+	fig_add(fs, "cpu_store_us_per_trigger", "CPU per stored trigger", "us",
+		cpu_store * 1e6 / n, 2);
+	fig_add(fs, "cpu_fire_s", "CPU firing phase", "s", cpu_fire, 2);
+	fig_add(fs, "cpu_fire_us_per_event", "CPU per fired event", "us",
+		t->unique ? cpu_fire * 1e6 / (double)t->unique : 0, 2);
+	if (!o->pid) {
+		fig_add(fs, "triggerd_warnings", "triggerd warning lines", "",
+			(double)r->d.warnings, 0);
+		fig_add(fs, "triggerd_errors", "triggerd error lines", "", (double)r->d.errors, 0);
+	}
+
+	if (o->restart) {
+		fig_section(fs, "restart");
+		fig_add(fs, "restarted", "restarted", "", r->restarted, -1);
+		fig_add(fs, "restart_stop_s", "SIGTERM to exit", "s", r->stop_s, 3);
+		fig_add(fs, "restart_total_s", "SIGTERM to ready again", "s", r->restart_s, 3);
+		fig_add(fs, "restart_loaded_triggers", "store loaded: triggers", "",
+			r->d.loaded ? r->d.loaded_triggers : -1, 0);
+		fig_add(fs, "restart_loaded_ms", "store loaded: time", "ms",
+			r->d.loaded ? r->d.loaded_ms : -1, 1);
+		fig_add(fs, "rss_restarted_kb", "RSS after restart", "kB",
+			(double)r->rss_restarted, 0);
+		fig_add(fs, "rss_restarted_per_trigger_b", "RSS after restart per trigger", "B",
+			(double)(r->rss_restarted - r->rss_before) * 1024.0 / n, 1);
+	}
+
+	fig_section(fs, "events");
+	fig_add(fs, "events_received", "received", "", (double)t->received, 0);
+	fig_add(fs, "events_unique", "unique ids", "", (double)t->unique, 0);
+	fig_add(fs, "missing", "missing", "", n - (double)t->unique, 0);
+	fig_add(fs, "duplicates", "duplicates", "", (double)t->dups, 0);
+	fig_add(fs, "early", "early (fired_at < due)", "", (double)t->early, 0);
+	fig_add(fs, "early_visible", "early (visible < due)", "", (double)t->early_vis, 0);
+	fig_add(fs, "non_success", "non-success status", "", (double)t->non_success, 0);
+	fig_add(fs, "due_mismatch", "due_at_ms != submitted at_ms", "",
+		(double)t->due_mismatch, 0);
+	fig_add(fs, "malformed", "malformed events", "", (double)t->malformed, 0);
+	fig_add(fs, "foreign", "events of other runs", "", (double)t->foreign, 0);
+	int64_t vspan = t->vis_max - t->vis_min, fspan = t->fired_max - t->fired_min;
+	double gaps = t->n_lat ? (double)(t->n_lat - 1) : 0;
+	fig_add(fs, "visible_span_ms", "first to last visible", "ms", (double)vspan, 0);
+	fig_add(fs, "events_per_s_visible", "events/s (stream ids)", "events/s",
+		per_s(gaps, vspan), 0);
+	fig_add(fs, "fired_span_ms", "first to last fired_at", "ms", (double)fspan, 0);
+	fig_add(fs, "events_per_s_fired", "events/s (fired_at_ms)", "events/s",
+		per_s(gaps, fspan), 0);
+	fig_add(fs, "cpu_fire_pct", "CPU t0 to last event", "% of a core",
+		t->n_lat ? 100 * per_s(cpu_fire, t->vis_max - r->t0) : 0, 1);
+	fig_add(fs, "run_s", "whole run", "s", (double)(r->end_wall - r->submit_wall) / 1e3, 3);
+
+	fig_section(fs, "lateness, fired_at_ms - due_at_ms");
+	add_lateness(fs, "late_fired", "fired - due", t->lat_fired, t->n_lat);
+	fig_section(fs, "lateness, visible (stream id ms) - due");
+	add_lateness(fs, "late_visible", "visible - due", t->lat_vis, t->n_lat);
+
+	bool pass = !r->consume_failed && t->unique == o->n && !t->dups && !t->early &&
+		    !t->early_vis && !t->non_success && !t->malformed && !r->submit_errors &&
+		    !stop_requested;
+	fig_section(fs, "verdict");
+	fig_add(fs, "pass", "all fired exactly once, none early", "", pass, -1);
+	return pass;
+}
+
 int main(int argc, char **argv)
 {
-	struct opts o;
-	if (parse_opts(argc, argv, &o))
+	static struct run r;
+	if (parse_opts(argc, argv, &r.o))
 		return 2;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
@@ -1078,313 +1430,41 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	atexit(cleanup);
 
-	char tdpath[PATH_MAX], err[256], addrbuf[PATH_MAX];
-	if (!o.pid && !o.triggerd) {
-		if (!find_triggerd(tdpath, sizeof(tdpath))) {
-			fprintf(stderr, "bench_timers: no triggerd next to this binary (%s); "
-				"use --triggerd PATH\n", tdpath);
-			return 2;
-		}
-		o.triggerd = tdpath;
-	}
-
-	struct td_redis_addr addr;
-	if (o.redis || o.pid) {
-		int is_default;
-		if (td_redis_addr_resolve(o.redis, &addr, &is_default, err, sizeof(err))) {
-			fprintf(stderr, "bench_timers: %s\n", err);
-			return 2;
-		}
-	} else if (start_redis(o.redis_server, &addr)) {
+	int rc = setup(&r);
+	if (rc)
+		return rc;
+	r.rss_before = rss_kb(r.tpid);
+	r.cpu_start = cpu_s(r.tpid);
+	r.cpu_first_life = -1;
+	if (submit_all(&r) || wait_stored(&r))
 		return 1;
-	}
-	td_redis_addr_str(&addr, addrbuf, sizeof(addrbuf));
-
-	redisContext *c = connect_addr(&addr);
-	if (!c || c->err) {
-		fprintf(stderr, "bench_timers: cannot connect to Redis at %s: %s\n", addrbuf,
-			c ? c->errstr : "out of memory");
+	if (r.o.restart && r.all_stored && !stop_requested && restart_daemon(&r))
 		return 1;
-	}
 
-	static struct daemon d = { .mu = PTHREAD_MUTEX_INITIALIZER,
-				   .cv = PTHREAD_COND_INITIALIZER, .fd = -1 };
-	if (o.log_path) {
-		d.tee = fopen(o.log_path, "w");
-		if (!d.tee) {
-			fprintf(stderr, "bench_timers: %s: %s\n", o.log_path, strerror(errno));
-			return 2;
-		}
-		setvbuf(d.tee, NULL, _IOLBF, 0);
-	}
-	pid_t tpid = o.pid;
-	double t_spawn = mono_s(), startup_s = 0;
-	if (!o.pid) {
-		owned.d = &d;
-		if (daemon_start(&d, &o, addrbuf))
-			return 1;
-		int rc = daemon_wait(&d, &d.ready, 60000);
-		if (rc) {
-			fprintf(stderr, "bench_timers: triggerd (%s) %s before logging \"ready\"\n",
-				o.triggerd, rc == -1 ? "exited" : "timed out");
-			return 1;
-		}
-		tpid = d.pid;
-		startup_s = mono_s() - t_spawn;
-	} else if (kill(o.pid, 0)) {
-		fprintf(stderr, "bench_timers: --pid %d: %s\n", (int)o.pid, strerror(errno));
-		return 1;
-	}
+	r.cpu_fire0 = cpu_s(r.tpid);
+	r.consume_failed = consume(r.c, r.ev_key, r.last_id, sizeof(r.last_id), &r.t, r.tag,
+				   r.due, r.o.n, r.t0 + r.o.window_ms,
+				   r.o.pid ? NULL : &r.d) != 0;
+	r.cpu_end = cpu_s(r.tpid);
+	r.end_wall = wall_ms();
 
-	char trig_key[300], sub_key[300], ev_key[300];
-	snprintf(trig_key, sizeof(trig_key), "%striggers", o.prefix);
-	snprintf(sub_key, sizeof(sub_key), "%ssubmit", o.prefix);
-	snprintf(ev_key, sizeof(ev_key), "%sevents", o.prefix);
-
-	/* start after whatever the events stream already holds */
-	char last_id[64] = "0-0";
-	{
-		const char *av[] = { "XREVRANGE", ev_key, "+", "-", "COUNT", "1" };
-		redisReply *r = redisCommandArgv(c, 6, av, NULL);
-		if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-		    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 1 &&
-		    r->element[0]->element[0]->type == REDIS_REPLY_STRING)
-			snprintf(last_id, sizeof(last_id), "%s", r->element[0]->element[0]->str);
-		freeReplyObject(r);
-	}
-	bool ok;
-	long long base = hlen(c, trig_key, &ok);
-	if (!ok) {
-		fprintf(stderr, "bench_timers: HLEN %s failed: %s\n", trig_key, c->errstr);
-		return 1;
-	}
-
-	long n = o.n;
-	int64_t *due = malloc((size_t)n * sizeof(*due));
-	struct tally t = { .seen = calloc((size_t)n, 1),
-			   .lat_fired = malloc((size_t)n * sizeof(int64_t)),
-			   .lat_vis = malloc((size_t)n * sizeof(int64_t)) };
-	char *metastr = malloc(o.meta_bytes + 1);
-	if (!due || !t.seen || !t.lat_fired || !t.lat_vis || !metastr) {
-		fprintf(stderr, "bench_timers: out of memory\n");
-		return 1;
-	}
-	size_t metalen = meta_str_len(o.meta_bytes);
-	memset(metastr, 'm', metalen);
-	uint32_t tag = (uint32_t)(getpid() ^ (uint32_t)wall_ms() * 2654435761u);
-
-	long rss_before = rss_kb(tpid);
-	double cpu_start = cpu_s(tpid);
-
-	/* ---- submit ---- */
-	double t_sub = mono_s();
-	int64_t t0 = wall_ms() + o.t0_delay_ms;
-	uint64_t rng = o.seed * 0x9e3779b97f4a7c15ull + 1;
-	msgpack_sbuffer sb;
-	msgpack_sbuffer_init(&sb);
-	long submit_errors = 0;
-	size_t spec_bytes = 0;
-	char id[300], first_err[200] = "";
-	for (long i = 0; i < n && !stop_requested; i += BATCH) {
-		long m = n - i < BATCH ? n - i : BATCH;
-		for (long j = i; j < i + m; j++) {
-			due[j] = t0 + (o.window_ms ? (int64_t)(xorshift(&rng) % (uint64_t)(o.window_ms + 1)) : 0);
-			size_t idlen = make_id(id, sizeof(id), tag, j, o.id_bytes);
-			pack_spec(&sb, id, idlen, due[j], o.meta_bytes, metastr, metalen);
-			spec_bytes = sb.size;
-			const char *av[] = { "XADD", sub_key, "*", "op", "add", "spec", sb.data };
-			size_t al[] = { 4, strlen(sub_key), 1, 2, 3, 4, sb.size };
-			redisAppendCommandArgv(c, 7, av, al);
-		}
-		for (long j = 0; j < m; j++) {
-			redisReply *r = NULL;
-			if (redisGetReply(c, (void **)&r) != REDIS_OK) {
-				fprintf(stderr, "bench_timers: Redis: %s\n", c->errstr);
-				return 1;
-			}
-			if (r->type != REDIS_REPLY_STRING) {
-				if (!submit_errors++)
-					snprintf(first_err, sizeof(first_err), "%s",
-						 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-			}
-			freeReplyObject(r);
-		}
-	}
-	msgpack_sbuffer_destroy(&sb);
-	double submit_s = mono_s() - t_sub;
-	if (submit_errors)
-		fprintf(stderr, "bench_timers: %ld XADDs failed, first: %s\n", submit_errors, first_err);
-
-	/* ---- wait until stored, but not past t0: then timers start leaving ---- */
-	long long stored = 0;
-	while (!stop_requested) {
-		stored = hlen(c, trig_key, &ok) - base;
-		if (!ok) {
-			fprintf(stderr, "bench_timers: HLEN: %s\n", c->errstr);
-			return 1;
-		}
-		if (stored >= n || wall_ms() >= t0)
-			break;
-		if (!o.pid && !daemon_alive(&d)) {
-			fprintf(stderr, "bench_timers: triggerd exited while storing\n");
-			break;
-		}
-		sleep_ms(5);
-	}
-	double stored_s = mono_s() - t_sub;
-	int64_t stored_wall = wall_ms();
-	bool all_stored = stored >= n;
-	if (!all_stored)
-		fprintf(stderr, "bench_timers: only %lld of %ld stored by t0%s\n", stored, n,
-			o.restart ? "; skipping --restart" : "");
-	long rss_stored = rss_kb(tpid);
-	double cpu_stored = cpu_s(tpid);
-
-	/* ---- restart ---- */
-	double cpu_first_life = -1, restart_s = 0, stop_s = 0;
-	long rss_restarted = -1;
-	bool restarted = false;
-	if (o.restart && all_stored && !stop_requested) {
-		double t_r = mono_s();
-		int status = 0;
-		cpu_first_life = daemon_stop(&d, 30000, &status);
-		stop_s = mono_s() - t_r;
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			fprintf(stderr, "bench_timers: triggerd did not exit cleanly on SIGTERM "
-				"(status 0x%x)\n", status);
-		if (daemon_start(&d, &o, addrbuf))
-			return 1;
-		int rc = daemon_wait(&d, &d.ready, 60000);
-		restart_s = mono_s() - t_r;
-		if (rc) {
-			fprintf(stderr, "bench_timers: restarted triggerd %s before \"ready\"\n",
-				rc == -1 ? "exited" : "timed out");
-		} else {
-			restarted = true;
-			if (!d.loaded)
-				fprintf(stderr, "bench_timers: no \"store loaded\" line before \"ready\"\n");
-		}
-		tpid = d.pid;
-		rss_restarted = rss_kb(tpid);
-		if (wall_ms() >= t0)
-			fprintf(stderr, "bench_timers: restart finished %" PRId64 " ms after t0; "
-				"raise --lead-ms\n", wall_ms() - t0);
-	}
-
-	/* ---- fire ---- */
-	double cpu_fire0 = cpu_s(tpid);
-	int crc = consume(c, ev_key, last_id, sizeof(last_id), &t, tag, due, n,
-			  t0 + o.window_ms, o.pid ? NULL : &d);
-	double cpu_end = cpu_s(tpid);
-	int64_t end_wall = wall_ms();
-
-	/* ---- report ---- */
 	static struct figs fs;
-	fig_section(&fs, "setup");
-	fig_add(&fs, "timers", "timers", "", (double)n, 0);
-	fig_add(&fs, "window_ms", "due window", "ms", (double)o.window_ms, 0);
-	fig_add(&fs, "t0_delay_ms", "t0 after submit start", "ms", (double)o.t0_delay_ms, 0);
-	fig_add(&fs, "spec_bytes", "spec size (msgpack)", "B", (double)spec_bytes, 0);
-	size_t meta_actual = o.meta_bytes == 0 ? 0 : o.meta_bytes < 4 ? 1
-			     : 3 + metalen + (metalen < 32 ? 1 : metalen < 256 ? 2 : 3);
-	fig_add(&fs, "meta_bytes", "meta size (msgpack)", "B", (double)meta_actual, 0);
-	fig_add(&fs, "id_bytes", "id size", "B",
-		(double)make_id(id, sizeof(id), tag, n - 1, o.id_bytes), 0);
-	if (!o.pid)
-		fig_add(&fs, "startup_s", "triggerd start to ready", "s", startup_s, 3);
-
-	fig_section(&fs, "submit");
-	fig_add(&fs, "submit_s", "submit time", "s", submit_s, 3);
-	fig_add(&fs, "submit_rate_per_s", "submit rate", "XADD/s", submit_s > 0 ? n / submit_s : 0, 0);
-	fig_add(&fs, "submit_errors", "submit errors", "", (double)submit_errors, 0);
-	fig_add(&fs, "all_stored", "all stored before t0", "", all_stored, -1);
-	fig_add(&fs, "stored", "stored", "triggers", (double)stored, 0);
-	fig_add(&fs, "stored_s", "submit start to all stored", "s", stored_s, 3);
-	fig_add(&fs, "store_rate_per_s", "store rate", "triggers/s",
-		stored_s > 0 ? (double)stored / stored_s : 0, 0);
-	fig_add(&fs, "stored_margin_ms", "stored before t0 by", "ms", (double)(t0 - stored_wall), 0);
-
-	fig_section(&fs, "triggerd memory and CPU");
-	fig_add(&fs, "rss_before_kb", "RSS before submit", "kB", (double)rss_before, 0);
-	fig_add(&fs, "rss_stored_kb", "RSS all stored", "kB", (double)rss_stored, 0);
-	fig_add(&fs, "rss_per_trigger_b", "RSS per trigger", "B",
-		(double)(rss_stored - rss_before) * 1024.0 / (double)n, 1);
-	double cpu_total = cpu_first_life >= 0 ? cpu_first_life - cpu_start + cpu_end
-					       : cpu_end - cpu_start;
-	fig_add(&fs, "cpu_total_s", "CPU whole run", "s", cpu_total, 2);
-	fig_add(&fs, "cpu_store_s", "CPU submit to stored", "s", cpu_stored - cpu_start, 2);
-	fig_add(&fs, "cpu_store_us_per_trigger", "CPU per stored trigger", "us",
-		(cpu_stored - cpu_start) * 1e6 / (double)n, 2);
-	fig_add(&fs, "cpu_fire_s", "CPU firing phase", "s", cpu_end - cpu_fire0, 2);
-	fig_add(&fs, "cpu_fire_us_per_event", "CPU per fired event", "us",
-		t.unique ? (cpu_end - cpu_fire0) * 1e6 / (double)t.unique : 0, 2);
-	if (!o.pid) {
-		fig_add(&fs, "triggerd_warnings", "triggerd warning lines", "", (double)d.warnings, 0);
-		fig_add(&fs, "triggerd_errors", "triggerd error lines", "", (double)d.errors, 0);
-	}
-
-	if (o.restart) {
-		fig_section(&fs, "restart");
-		fig_add(&fs, "restarted", "restarted", "", restarted, -1);
-		fig_add(&fs, "restart_stop_s", "SIGTERM to exit", "s", stop_s, 3);
-		fig_add(&fs, "restart_total_s", "SIGTERM to ready again", "s", restart_s, 3);
-		fig_add(&fs, "restart_loaded_triggers", "store loaded: triggers", "",
-			d.loaded ? d.loaded_triggers : -1, 0);
-		fig_add(&fs, "restart_loaded_ms", "store loaded: time", "ms",
-			d.loaded ? d.loaded_ms : -1, 1);
-		fig_add(&fs, "rss_restarted_kb", "RSS after restart", "kB", (double)rss_restarted, 0);
-		fig_add(&fs, "rss_restarted_per_trigger_b", "RSS after restart per trigger", "B",
-			(double)(rss_restarted - rss_before) * 1024.0 / (double)n, 1);
-	}
-
-	fig_section(&fs, "events");
-	fig_add(&fs, "events_received", "received", "", (double)t.received, 0);
-	fig_add(&fs, "events_unique", "unique ids", "", (double)t.unique, 0);
-	fig_add(&fs, "missing", "missing", "", (double)(n - t.unique), 0);
-	fig_add(&fs, "duplicates", "duplicates", "", (double)t.dups, 0);
-	fig_add(&fs, "early", "early (fired_at < due)", "", (double)t.early, 0);
-	fig_add(&fs, "early_visible", "early (visible < due)", "", (double)t.early_vis, 0);
-	fig_add(&fs, "non_success", "non-success status", "", (double)t.non_success, 0);
-	fig_add(&fs, "due_mismatch", "due_at_ms != submitted at_ms", "", (double)t.due_mismatch, 0);
-	fig_add(&fs, "malformed", "malformed events", "", (double)t.malformed, 0);
-	fig_add(&fs, "foreign", "events of other runs", "", (double)t.foreign, 0);
-	int64_t vspan = t.vis_max - t.vis_min, fspan = t.fired_max - t.fired_min;
-	fig_add(&fs, "visible_span_ms", "first to last visible", "ms", (double)vspan, 0);
-	fig_add(&fs, "events_per_s_visible", "events/s (stream ids)", "events/s",
-		vspan > 0 ? (double)(t.n_lat - 1) * 1000.0 / (double)vspan : 0, 0);
-	fig_add(&fs, "fired_span_ms", "first to last fired_at", "ms", (double)fspan, 0);
-	fig_add(&fs, "events_per_s_fired", "events/s (fired_at_ms)", "events/s",
-		fspan > 0 ? (double)(t.n_lat - 1) * 1000.0 / (double)fspan : 0, 0);
-	fig_add(&fs, "cpu_fire_pct", "CPU t0 to last event", "% of a core",
-		t.n_lat && t.vis_max > t0 ? (cpu_end - cpu_fire0) * 1e5 / (double)(t.vis_max - t0) : 0, 1);
-	fig_add(&fs, "run_s", "whole run", "s", (double)(end_wall - (t0 - o.t0_delay_ms)) / 1e3, 3);
-
-	fig_section(&fs, "lateness, fired_at_ms - due_at_ms");
-	add_lateness(&fs, "late_fired", "fired - due", t.lat_fired, t.n_lat);
-	fig_section(&fs, "lateness, visible (stream id ms) - due");
-	add_lateness(&fs, "late_visible", "visible - due", t.lat_vis, t.n_lat);
-
-	bool pass = crc == 0 && t.unique == n && !t.dups && !t.early && !t.early_vis &&
-		    !t.non_success &&
-		    !t.malformed && !submit_errors && !stop_requested;
-	fig_section(&fs, "verdict");
-	fig_add(&fs, "pass", "all fired exactly once, none early", "", pass, -1);
+	bool pass = report(&r, &fs);
 	print_figs(&fs);
-	if (t.first_bad[0])
-		printf("  first problem: %s\n", t.first_bad);
-	if (o.json_path && write_json(&fs, o.json_path))
+	if (r.t.first_bad[0])
+		printf("  first problem: %s\n", r.t.first_bad);
+	if (r.o.json_path && write_json(&fs, r.o.json_path))
 		pass = false;
 
-	redisFree(c);
+	redisFree(r.c);
 	cleanup();
-	if (d.thread_started)
-		pthread_join(d.thread, NULL);
-	if (d.tee)
-		fclose(d.tee);
-	free(due);
-	free(t.seen);
-	free(t.lat_fired);
-	free(t.lat_vis);
-	free(metastr);
+	if (r.d.thread_started)
+		pthread_join(r.d.thread, NULL);
+	if (r.d.tee)
+		fclose(r.d.tee);
+	free(r.due);
+	free(r.t.seen);
+	free(r.t.lat_fired);
+	free(r.t.lat_vis);
 	return pass ? 0 : 1;
 }

@@ -216,6 +216,10 @@ struct td_sink {
 	unsigned inflight;
 	char sha[41];                       /* "" until SCRIPT LOAD answered */
 	uint64_t pause_until;               /* tick; after a Redis error */
+	bool checking;                      /* marker check in flight: hold */
+	bool marker_known;                  /* we wrote our marker this run */
+	char token[17];
+	char marker_key[224];
 	const char **argv;
 	size_t *argvlen;
 	size_t argv_cap;

@@ -20,6 +20,14 @@
  *   J entry stream id event
  *                         reject: if XACK entry acked it (it was pending):
  *                         XADD. A retried J posts nothing twice.
+ *   S id spec - -         store without an ack (re-storing after Redis lost
+ *                         its data, see recover()).
+ *
+ * A batch may be sent with force = 1: F and J then post even when the
+ * guard (HDEL / XACK) says the effect was already applied. Only batches
+ * that were in flight or buffered when Redis came back *empty* are forced:
+ * their effects died with the old data, so posting again is the only way
+ * not to lose them (at the price of at-least-once for that window).
  *
  * Every op is idempotent, so a batch whose reply was lost (the connection
  * dropped) is simply sent again, in order, after reconnecting. Records are
@@ -29,6 +37,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "engine_i.h"
@@ -46,8 +56,8 @@
  */
 static const char apply_lua[] =
 	"local trig, sub = KEYS[1], KEYS[2]\n"
-	"local group, ttl = ARGV[1], ARGV[2]\n"
-	"local out, k, n, i = {}, 0, #ARGV, 3\n"
+	"local group, ttl, force = ARGV[1], ARGV[2], ARGV[3] == '1'\n"
+	"local out, k, n, i = {}, 0, #ARGV, 4\n"
 	"local function run_end(op)\n"
 	"  local j, ids = i, {}\n"
 	"  while j <= n and ARGV[j] == op do\n"
@@ -65,7 +75,7 @@ static const char apply_lua[] =
 	"    local taken, acks = {}, {}\n"
 	"    for m = 1, #ids do\n"
 	"      local b, id, r = i + (m - 1) * 5, ids[m], 0\n"
-	"      if ex[m] and not taken[id] then\n"
+	"      if (ex[m] or force) and not taken[id] then\n"
 	"        taken[id] = true\n"
 	"        redis.call('XADD', ARGV[b + 2], '*', 'id', id, 'event', ARGV[b + 3])\n"
 	"        r = 1\n"
@@ -74,7 +84,7 @@ static const char apply_lua[] =
 	"      k = k + 1\n"
 	"      out[k] = r\n"
 	"    end\n"
-	"    if #acks > 0 then redis.call('XACK', sub, group, unpack(acks)) end\n"
+	"    if #acks > 0 then redis.pcall('XACK', sub, group, unpack(acks)) end\n"
 	"    i = j\n"
 	"  elseif op == 'A' then\n"
 	"    local j, ids = run_end('A')\n"
@@ -93,7 +103,7 @@ static const char apply_lua[] =
 	"      out[k] = r\n"
 	"    end\n"
 	"    if #pairs_ > 0 then redis.call('HSET', trig, unpack(pairs_)) end\n"
-	"    redis.call('XACK', sub, group, unpack(acks))\n"
+	"    redis.pcall('XACK', sub, group, unpack(acks))\n"
 	"    i = j\n"
 	"  else\n"
 	"    local a, b, c, d, r = ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], 0\n"
@@ -104,10 +114,12 @@ static const char apply_lua[] =
 	"        r = 1\n"
 	"      end\n"
 	"    elseif op == 'J' then\n"
-	"      if redis.call('XACK', sub, group, a) == 1 then\n"
+	"      if redis.pcall('XACK', sub, group, a) == 1 or force then\n"
 	"        redis.call('XADD', b, '*', 'id', c, 'event', d)\n"
 	"        r = 1\n"
 	"      end\n"
+	"    elseif op == 'S' then\n"
+	"      r = redis.call('HSETNX', trig, a, b)\n"
 	"    else\n"
 	"      return redis.error_reply('triggerd apply: unknown op ' .. tostring(op))\n"
 	"    end\n"
@@ -129,6 +141,7 @@ struct td_batch {
 	struct td_rec *head;
 	unsigned n;
 	bool use_eval;
+	bool force;   /* post even where the guard says no: see recover() */
 };
 
 struct td_rec *td_rec_new(char op, const void *a, size_t alen, const void *b,
@@ -169,7 +182,14 @@ int td_sink_init(struct td_sink *k, struct td_shard *s, struct td_redis *conn,
 	k->conn = conn;
 	k->max = max;
 	k->batch_max = batch_max;
-	k->argv_cap = 7 + 5 * (size_t)batch_max;
+	k->argv_cap = 8 + 5 * (size_t)batch_max;
+	/* A token per process run; the marker key is per consumer name. */
+	uint64_t tok = 0;
+	if (getrandom(&tok, sizeof(tok), 0) != sizeof(tok))
+		tok = (uint64_t)td_mono_ns() ^ ((uint64_t)getpid() << 32);
+	snprintf(k->token, sizeof(k->token), "%016llx", (unsigned long long)tok);
+	snprintf(k->marker_key, sizeof(k->marker_key), "%sinstance:%s",
+		 s->eng->cfg.prefix, s->eng->cfg.consumer);
 	k->argv = calloc(k->argv_cap, sizeof(*k->argv));
 	k->argvlen = calloc(k->argv_cap, sizeof(*k->argvlen));
 	if (!k->argv || !k->argvlen)
@@ -328,6 +348,8 @@ static int send_batch(struct td_sink *k, struct td_batch *b)
 	k->argvlen[n++] = 8;
 	k->argv[n] = ttl;
 	k->argvlen[n++] = (size_t)tl;
+	k->argv[n] = b->force ? "1" : "0";
+	k->argvlen[n++] = 1;
 	for (struct td_rec *r = b->head; r; r = r->next) {
 		k->argv[n] = &r->op;
 		k->argvlen[n++] = 1;
@@ -346,7 +368,7 @@ static int send_batch(struct td_sink *k, struct td_batch *b)
 
 void td_sink_flush(struct td_sink *k)
 {
-	if (!k->conn->up || !k->sha[0])
+	if (!k->conn->up || !k->sha[0] || k->checking)
 		return;
 	if (k->pause_until && td_mono_ms() < k->pause_until)
 		return;
@@ -373,6 +395,7 @@ void td_sink_flush(struct td_sink *k)
 			return;
 		b->sink = k;
 		b->use_eval = false;
+		b->force = false;
 		b->next = NULL;
 		b->head = k->q_head;
 		b->n = 0;
@@ -410,6 +433,145 @@ static void script_loaded_cb(redisAsyncContext *ac, void *reply, void *priv)
 	k->sha[40] = '\0';
 }
 
+/* Cut the queue into batches, marked @force, and return the first. */
+static struct td_batch *batch_queue(struct td_sink *k, struct td_rec *r, bool force,
+				    struct td_batch **tail)
+{
+	struct td_batch *first = NULL, *last = NULL;
+	while (r) {
+		struct td_batch *b = calloc(1, sizeof(*b));
+		if (!b)
+			break; /* out of memory: the rest stays queued, unforced */
+		b->sink = k;
+		b->force = force;
+		b->head = r;
+		struct td_rec *prev = NULL;
+		while (r && b->n < k->batch_max) {
+			prev = r;
+			r = r->next;
+			b->n++;
+		}
+		prev->next = NULL;
+		if (last)
+			last->next = b;
+		else
+			first = b;
+		last = b;
+	}
+	k->q_head = r;
+	if (!r)
+		k->q_tail = NULL;
+	*tail = last;
+	return first;
+}
+
+/*
+ * Redis came back without triggerd's data (it restarted without
+ * persistence, or was flushed). Every guard would now say "not stored":
+ * the triggers held here would never post, and buffered firings whose
+ * trigger is no longer held would be skipped. So: store again every trigger
+ * held in memory, ahead of everything else, and force what was buffered.
+ */
+static void recover(struct td_sink *k)
+{
+	struct td_shard *s = k->shard;
+	size_t buffered = k->nrec, restored = 0;
+	for (struct td_batch *b = k->retry_head; b; b = b->next)
+		b->force = true;
+	struct td_batch *qtail = NULL;
+	struct td_batch *qhead = batch_queue(k, k->q_head, true, &qtail);
+	if (qhead) {
+		if (k->retry_tail)
+			k->retry_tail->next = qhead;
+		else
+			k->retry_head = qhead;
+		k->retry_tail = qtail;
+	}
+	/* Re-store records, collected on the (now empty) queue, then cut into
+	 * batches placed in front of the retries. */
+	struct td_rec *keep_head = k->q_head, *keep_tail = k->q_tail;
+	k->q_head = k->q_tail = NULL;
+	for (size_t i = 0; i < s->table.nbuckets; i++) {
+		for (struct td_trigger *t = s->table.buckets[i]; t; t = t->hnext) {
+			if (t->state != TD_T_ACTIVE && t->state != TD_T_HELD)
+				continue;
+			msgpack_packer pk;
+			s->scratch.size = 0;
+			msgpack_packer_init(&pk, &s->scratch, msgpack_sbuffer_write);
+			td_trigger_pack_stored(t, &pk);
+			struct td_rec *rec = td_rec_new('S', td_trigger_idp(t), t->id_len,
+							s->scratch.data, s->scratch.size,
+							"", 0, "", 0);
+			if (!rec)
+				continue;
+			td_sink_push(k, rec);
+			restored++;
+		}
+	}
+	struct td_batch *stail = NULL;
+	struct td_batch *shead = batch_queue(k, k->q_head, false, &stail);
+	if (shead) {
+		stail->next = k->retry_head;
+		k->retry_head = shead;
+		if (!k->retry_tail)
+			k->retry_tail = stail;
+	}
+	if (k->q_head) { /* allocation failed midway: keep the rest queued */
+		if (keep_head) {
+			k->q_tail->next = keep_head;
+			k->q_tail = keep_tail;
+		}
+	} else {
+		k->q_head = keep_head;
+		k->q_tail = keep_tail;
+	}
+	td_warn("redis came back without triggerd's data; re-storing held triggers and "
+		"re-posting buffered firings (events in flight may be delivered twice)",
+		"\"restored\":%zu,\"buffered\":%zu", restored, buffered);
+}
+
+static void marker_set_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct td_sink *k = priv;
+	redisReply *r = reply;
+	if (!r)
+		return;
+	if (r->type == REDIS_REPLY_ERROR) {
+		char esc[300];
+		/* Carry on without loss detection rather than stall. */
+		td_error("cannot write the instance marker; Redis data loss will not be detected",
+			 "\"error\":\"%s\"", td_log_esc(esc, sizeof(esc), r->str, r->len));
+		k->checking = false;
+		return;
+	}
+	k->marker_known = true;
+	k->checking = false;
+}
+
+static void marker_get_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct td_sink *k = priv;
+	redisReply *r = reply;
+	if (!r)
+		return; /* disconnected: checked again on reconnect */
+	bool same = r->type == REDIS_REPLY_STRING && r->len == strlen(k->token) &&
+		    memcmp(r->str, k->token, r->len) == 0;
+	if (k->marker_known && !same) {
+		if (r->type == REDIS_REPLY_NIL)
+			recover(k);
+		else
+			td_error("instance marker changed: is another triggerd using this --consumer name?",
+				 "\"key\":\"%s\"", k->marker_key);
+	}
+	if (same) {
+		k->checking = false;
+		return;
+	}
+	const char *argv[] = {"SET", k->marker_key, k->token};
+	size_t argvlen[] = {3, strlen(k->marker_key), strlen(k->token)};
+	td_redis_cmd(k->conn, marker_set_cb, k, 3, argv, argvlen);
+}
+
 void td_sink_conn_up(struct td_sink *k)
 {
 	const char *argv[] = {"SCRIPT", "LOAD", apply_lua};
@@ -418,4 +580,9 @@ void td_sink_conn_up(struct td_sink *k)
 	 * a Redis that restarted with an empty script cache is refilled
 	 * before it is asked to run the script. */
 	td_redis_cmd(k->conn, script_loaded_cb, k, 3, argv, argvlen);
+	/* Nothing is sent until the marker says whether Redis kept our data. */
+	k->checking = true;
+	const char *get[] = {"GET", k->marker_key};
+	size_t getlen[] = {3, strlen(k->marker_key)};
+	td_redis_cmd(k->conn, marker_get_cb, k, 2, get, getlen);
 }

@@ -20,9 +20,10 @@ struct rec {
 };
 
 /* EVAL the script over @recs; write each record's result into @res. */
-static void apply(struct harness *h, const struct rec *recs, int n, long long *res)
+static void apply_f(struct harness *h, const struct rec *recs, int n, long long *res,
+		    bool force)
 {
-	const char *argv[8 + 5 * 32];
+	const char *argv[9 + 5 * 32];
 	int k = 0;
 	argv[k++] = "EVAL";
 	argv[k++] = td_sink_script();
@@ -31,6 +32,7 @@ static void apply(struct harness *h, const struct rec *recs, int n, long long *r
 	argv[k++] = "td:submit";
 	argv[k++] = "triggerd";
 	argv[k++] = "60";
+	argv[k++] = force ? "1" : "0";
 	for (int i = 0; i < n; i++) {
 		argv[k++] = recs[i].op;
 		argv[k++] = recs[i].a;
@@ -47,6 +49,11 @@ static void apply(struct harness *h, const struct rec *recs, int n, long long *r
 	for (int i = 0; i < n; i++)
 		res[i] = r->element[i]->integer;
 	freeReplyObject(r);
+}
+
+static void apply(struct harness *h, const struct rec *recs, int n, long long *res)
+{
+	apply_f(h, recs, n, res, false);
 }
 
 static char entry[8][64];
@@ -186,6 +193,28 @@ static void repeat_and_reject(void **state)
 	assert_int_equal(xpending(h), 1);
 }
 
+/* Forced batches (Redis came back empty): post despite the guards. */
+static void force_and_restore(void **state)
+{
+	struct harness *h = *state;
+	const struct rec recs[] = {
+		{"S", "s1", "spec", "", ""},
+		{"S", "s1", "spec2", "", ""},
+		{"F", "gone", "td:events", "ev", "1-1"},  /* not stored, ack of nothing */
+		{"J", "1-2", "td:events", "x", "ev-j"},   /* entry not pending */
+	};
+	long long res[4];
+	apply_f(h, recs, 4, res, true);
+	long long want[] = {1, 0, 1, 1};
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(res[i], want[i]);
+	assert_int_equal(redis_int(h, "XLEN td:events"), 2);
+	/* Not forced: the same F and J post nothing. */
+	apply_f(h, recs + 2, 2, res, false);
+	assert_int_equal(res[0] + res[1], 0);
+	assert_int_equal(redis_int(h, "XLEN td:events"), 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +222,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(fire_once_in_a_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(mixed_sequence_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(repeat_and_reject, setup, teardown),
+		cmocka_unit_test_setup_teardown(force_and_restore, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -250,7 +250,8 @@ static redisReply *command(struct ctl *x, int argc, const char **argv, const siz
 
 static void key(char *out, size_t len, const struct ctl *x, const char *name, const char *queue)
 {
-	int n = snprintf(out, len, "%s%s%s%s", x->prefix, name, queue ? ":" : "", queue ? queue : "");
+	int n = snprintf(out, len, "%s%s%s%s", x->prefix, name, queue ? ":" : "",
+			 queue ? queue : "");
 	if (n < 0 || (size_t)n >= len)
 		usage_error("prefix or queue name too long");
 }
@@ -278,13 +279,16 @@ static int xadd_submit(struct ctl *x, int nfields, const char **fv, const size_t
 	return 0;
 }
 
-/* Print @len msgpack bytes as one JSON line. Returns 0 or -1 if not msgpack. */
+/* Append @len msgpack bytes as JSON to @out. Returns 0, or -1 if they are
+ * not exactly one msgpack value. */
 static int print_msgpack(const char *data, size_t len, struct td_buf *out)
 {
 	msgpack_unpacked up;
 	size_t off = 0;
 	msgpack_unpacked_init(&up);
-	int ok = msgpack_unpack_next(&up, data, len, &off) == MSGPACK_UNPACK_SUCCESS;
+	/* one whole value: a stray text field would otherwise parse as a fixint */
+	int ok = msgpack_unpack_next(&up, data, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+		 off == len;
 	if (ok)
 		oom(td_msgpack_to_json(&up.data, out));
 	msgpack_unpacked_destroy(&up);
@@ -531,8 +535,8 @@ static int cmd_list(struct ctl *x, int argc, char **argv)
 			td_buf_reset(&b);
 			const redisReply *val = kv->element[i + 1];
 			if (print_msgpack(val->str, val->len, &b)) {
-				fprintf(stderr, "triggerctl: the stored spec of '%s' is not msgpack\n",
-					kv->element[i]->str);
+				fprintf(stderr, "triggerctl: the stored spec of '%s' "
+					"is not msgpack\n", kv->element[i]->str);
 				continue;
 			}
 			fwrite(b.data, 1, b.len, stdout);
@@ -634,7 +638,8 @@ static int cmd_follow(struct ctl *x, int argc, char **argv)
 			snprintf(last, sizeof(last), "%s", e->element[0]->str);
 			td_buf_reset(&b);
 			render_event(e, &b, &idf);
-			if (only && (!idf || idf->type != REDIS_REPLY_STRING || strcmp(idf->str, only)))
+			if (only && !(idf && idf->type == REDIS_REPLY_STRING &&
+				      !strcmp(idf->str, only)))
 				continue;
 			fwrite(b.data, 1, b.len, stdout);
 			fputc('\n', stdout);
