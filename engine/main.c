@@ -255,8 +255,9 @@ int main(int argc, char **argv)
 			return EXIT_REDIS;
 		}
 		td_info("no --redis given: using the private Redis",
-			"\"socket\":\"%s\",\"hint\":\"export TRIGGERD_REDIS=%s; triggerctl timer t1 --after 5s; triggerctl follow\"",
-			cfg.redis.path, cfg.redis.path);
+			"\"socket\":\"%s\",\"hint\":\"triggerctl finds this Redis by default: "
+			"./build/triggerctl timer t1 --after 5s; ./build/triggerctl follow --from 0\"",
+			cfg.redis.path);
 	}
 
 	struct td_engine *e = calloc(1, sizeof(*e));
