@@ -74,15 +74,27 @@ fuzz)
 	secs=${1:-60}
 	deps $FUZZ_PKGS
 	CC=clang build build-fuzz -Dfuzz=true -Dtests=false -Dbuildtype=debugoptimized
+	status=0
 	for f in build-fuzz/fuzz/fuzz_*; do
-		[ -x "$f" ] || continue
+		[ -f "$f" ] && [ -x "$f" ] || continue
 		name=$(basename "$f")
 		corpus=fuzz/corpus/${name#fuzz_}
 		work=$(mktemp -d)
+		log=$(mktemp)
 		echo "dev.sh: fuzzing $name for ${secs}s" >&2
-		"$f" -max_total_time="$secs" -print_final_stats=1 "$work" "$corpus" 2>&1 | tail -5
-		rm -rf "$work"
+		# Crash reproducers land in the work dir; a finding fails the run.
+		if ! (cd "$work" && "$OLDPWD/$f" -max_total_time="$secs" -print_final_stats=1 \
+			. "$OLDPWD/$corpus") >"$log" 2>&1; then
+			cat "$log" >&2
+			echo "dev.sh: $name found a problem; reproducer in $work" >&2
+			status=1
+		else
+			grep -E "stat::number_of_executed_units|stat::new_units_added" "$log" >&2
+			rm -rf "$work"
+		fi
+		rm -f "$log"
 	done
+	exit $status
 	;;
 bench)
 	deps
