@@ -280,7 +280,16 @@ static void add(struct td_shard *s, const char *entry, const redisReply *fields)
 		goto out;
 	}
 	s->intake.accepted++;
-	if (td_table_get(&s->table, spec.id, spec.id_len)) {
+	struct td_trigger *old = td_table_get(&s->table, spec.id, spec.id_len);
+	if (old && old->state == TD_T_DEAD) {
+		/* Cancelled while its store was in flight: its records come
+		 * first in the sink (store, then delete), so this add stores
+		 * the id anew and must be armed like any new one. The dead
+		 * trigger is freed when its store record returns. */
+		td_table_del(&s->table, old);
+		old = NULL;
+	}
+	if (old) {
 		/* Already active here: a no-op, but the entry still gets acked
 		 * (HSETNX answers 0 and changes nothing). */
 		td_trigger_free(t);

@@ -807,6 +807,61 @@ static void test_render_keys(void **state)
 	free(s);
 }
 
+/* {{{...{nil:0}:1}...:1}:1}, @levels maps each keyed by the next. */
+static void fill_key_chain(msgpack_packer *pk, int levels)
+{
+	for (int i = 0; i < levels; i++)
+		msgpack_pack_map(pk, 1);
+	msgpack_pack_nil(pk);
+	for (int i = 0; i < levels; i++)
+		msgpack_pack_int(pk, i);
+}
+
+static void fill_chain5(msgpack_packer *pk)
+{
+	fill_key_chain(pk, 5);
+}
+
+static void fill_chain32(msgpack_packer *pk)
+{
+	fill_key_chain(pk, 32);
+}
+
+/* Keys inside key texts inside key texts are cut off, not escaped forever. */
+static void test_render_key_nesting(void **state)
+{
+	char *s = render_packed(fill_chain5);
+	char *text = strdup(s);
+	msgpack_zone z;
+
+	msgpack_zone_init(&z, 1024);
+	/* Three levels of key text, each a JSON document of its own. */
+	for (int level = 0; level <= 3; level++) {
+		struct conv c;
+		conv(&c, text);
+		assert_int_equal(c.rc, 0);
+		msgpack_object o = unpack(&z, c.sb.data, c.sb.size);
+		assert_int_equal(o.type, MSGPACK_OBJECT_MAP);
+		const msgpack_object *k = &o.via.map.ptr[0].key;
+		assert_int_equal(k->type, MSGPACK_OBJECT_STR);
+		free(text);
+		text = strndup(k->via.str.ptr, k->via.str.size);
+		conv_free(&c);
+	}
+	assert_string_equal(text, "...");
+	free(text);
+	msgpack_zone_destroy(&z);
+	free(s);
+
+	s = render_packed(fill_chain32);
+	assert_true(strlen(s) < 200);
+	struct conv c;
+	conv(&c, s);
+	assert_int_equal(c.rc, 0);
+	conv_free(&c);
+	free(s);
+}
+
 static void test_render_numbers(void **state)
 {
 	static const struct {
@@ -957,6 +1012,7 @@ int main(void)
 		cmocka_unit_test(test_render_bin_ext),
 		cmocka_unit_test(test_render_utf8),
 		cmocka_unit_test(test_render_keys),
+		cmocka_unit_test(test_render_key_nesting),
 		cmocka_unit_test(test_render_numbers),
 		cmocka_unit_test(test_locale),
 		cmocka_unit_test(test_speed),

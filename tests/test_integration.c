@@ -229,6 +229,31 @@ static void cancel_and_timeout(void **state)
 	assert_true(ev[1].fired_at_ms >= t0 + 300);
 	/* The cancelled timer never fires. */
 	assert_int_equal(read_events(h, ev, 4, 2000), 0);
+	/* add, cancel, add again in one breath: the second add is a new
+	 * trigger that fires (it must not be stored without being armed). */
+	const char *a1[] = {"op", "add", "json", "{\"id\":\"x\",\"kind\":\"timer\",\"args\":{\"after_ms\":3600000}}"};
+	const char *cx[] = {"op", "cancel", "id", "x"};
+	const char *a2[] = {"op", "add", "json", "{\"id\":\"x\",\"kind\":\"timer\",\"args\":{\"after_ms\":200}}"};
+	const char *const *cmds[] = {a1, cx, a2};
+	/* Queued while triggerd is down, so one read delivers all three. */
+	assert_int_equal(harness_td_stop(h, SIGTERM), 0);
+	for (int i = 0; i < 3; i++) {
+		const char *argv[7] = {"XADD", "td:submit", "*"};
+		for (int j = 0; j < 4; j++)
+			argv[3 + j] = cmds[i][j];
+		redisAppendCommandArgv(h->c, 7, argv, NULL);
+	}
+	for (int i = 0; i < 3; i++) {
+		redisReply *r;
+		assert_int_equal(redisGetReply(h->c, (void **)&r), REDIS_OK);
+		freeReplyObject(r);
+	}
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	assert_int_equal(wait_events(h, ev, 2, 3000), 2);
+	assert_string_equal(ev[0].id, "x");
+	assert_string_equal(ev[0].status, "cancelled");
+	assert_string_equal(ev[1].id, "x");
+	assert_string_equal(ev[1].status, "success");
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
 	assert_int_equal(pending_count(h), 0);
 }
