@@ -12,7 +12,9 @@ set -eu
 cd "$(dirname "$0")"
 
 PKGS="meson ninja-build pkg-config gcc liburing-dev libhiredis-dev libmsgpack-dev \
-libcjson-dev libcmocka-dev redis-server"
+libcmocka-dev redis-server"
+# The codec's locale test needs a locale whose decimal point is a comma.
+TEST_PKGS="locales"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 
 as_root() {
@@ -58,6 +60,10 @@ build)
 	build build
 	;;
 test)
+	deps $TEST_PKGS
+	if ! locale -a 2>/dev/null | grep -qi '^de_DE.utf-\?8$'; then
+		as_root localedef -i de_DE -f UTF-8 de_DE.UTF-8
+	fi
 	if [ "${1:-}" = "--sanitize" ]; then
 		deps
 		build build-san -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug

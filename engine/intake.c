@@ -42,11 +42,15 @@ static void load_one(struct td_intake *in, const redisReply *field, const redisR
 		return; /* already held (a reconnect re-ran the scan) */
 	msgpack_unpacked up;
 	msgpack_unpacked_init(&up);
-	size_t off = 0;
-	int rc = msgpack_unpack_next(&up, val->str, val->len, &off);
+	size_t off = 0, used;
+	char merr[160];
+	int rc;
 	struct td_spec spec;
 	struct td_trigger *t = NULL;
-	if (rc != MSGPACK_UNPACK_SUCCESS) {
+	if (td_msgpack_check(val->str, val->len, &used, merr, sizeof(merr)) != 0) {
+		snprintf(err, sizeof(err), "spec: not valid msgpack: %s", merr);
+		rc = TD_EINVAL_SPEC;
+	} else if (msgpack_unpack_next(&up, val->str, val->len, &off) != MSGPACK_UNPACK_SUCCESS) {
 		snprintf(err, sizeof(err), "spec: not valid msgpack");
 		rc = TD_EINVAL_SPEC;
 	} else {
@@ -245,11 +249,15 @@ static void add(struct td_shard *s, const char *entry, const redisReply *fields)
 	}
 	msgpack_unpacked up;
 	msgpack_unpacked_init(&up);
-	size_t off = 0;
-	int urc = msgpack_unpack_next(&up, bytes, len, &off);
+	size_t off = 0, used = 0;
+	char merr[160];
 	int64_t now = td_wall_ms();
 	int rc;
-	if (urc != MSGPACK_UNPACK_SUCCESS) {
+	/* Checked first: msgpack-c allocates for declared sizes up front. */
+	if (td_msgpack_check(bytes, len, &used, merr, sizeof(merr)) != 0) {
+		snprintf(err, sizeof(err), "spec: not valid msgpack: %s", merr);
+		rc = TD_EINVAL_SPEC;
+	} else if (msgpack_unpack_next(&up, bytes, len, &off) != MSGPACK_UNPACK_SUCCESS) {
 		snprintf(err, sizeof(err), "spec: not valid msgpack");
 		rc = TD_EINVAL_SPEC;
 	} else if (off != len) {

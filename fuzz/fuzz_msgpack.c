@@ -21,87 +21,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uint32_t be(const uint8_t *p, size_t n)
-{
-	uint32_t v = 0;
-	for (size_t i = 0; i < n; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/*
- * Bounds what msgpack_unpack puts in its zone. It allocates an array or map
- * for the declared count as soon as it reads the header, so five bytes
- * claiming 2^32 elements would ask for 96 GiB. Refuse any header declaring
- * more members than bytes remain (each member takes at least one): the zone
- * then stays within about (1 + 32 open levels) * 24 bytes per input byte.
- * The scan is flat: every header in the input is visited in order, payloads
- * of str/bin/ext and scalars are skipped.
- */
-static bool sizes_bounded(const uint8_t *d, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		uint8_t c = d[i++];
-		size_t lenw = 0, fixed = 0, extra = 0;
-		uint64_t members = 0;
-		bool container = false;
-
-		if (c <= 0x7f || c >= 0xe0 || (c >= 0xc0 && c <= 0xc3))
-			continue;
-		if (c <= 0x8f) {
-			container = true;
-			members = (uint64_t)(c & 15) * 2;
-		} else if (c <= 0x9f) {
-			container = true;
-			members = c & 15;
-		} else if (c <= 0xbf) {
-			fixed = c & 31;
-		} else {
-			switch (c) {
-			case 0xc4: case 0xd9: lenw = 1; break;
-			case 0xc5: case 0xda: lenw = 2; break;
-			case 0xc6: case 0xdb: lenw = 4; break;
-			case 0xc7: lenw = 1; extra = 1; break;
-			case 0xc8: lenw = 2; extra = 1; break;
-			case 0xc9: lenw = 4; extra = 1; break;
-			case 0xca: fixed = 4; break;
-			case 0xcb: fixed = 8; break;
-			case 0xcc: case 0xd0: fixed = 1; break;
-			case 0xcd: case 0xd1: fixed = 2; break;
-			case 0xce: case 0xd2: fixed = 4; break;
-			case 0xcf: case 0xd3: fixed = 8; break;
-			case 0xd4: fixed = 2; break;
-			case 0xd5: fixed = 3; break;
-			case 0xd6: fixed = 5; break;
-			case 0xd7: fixed = 9; break;
-			case 0xd8: fixed = 17; break;
-			case 0xdc: case 0xde: lenw = 2; container = true; break;
-			case 0xdd: case 0xdf: lenw = 4; container = true; break;
-			}
-		}
-		if (lenw) {
-			if (n - i < lenw)
-				return true; /* truncated header: nothing allocated */
-			uint32_t v = be(d + i, lenw);
-			i += lenw;
-			if (container)
-				members = c >= 0xde ? (uint64_t)v * 2 : v;
-			else
-				fixed = (size_t)v + extra;
-		}
-		if (container) {
-			if (members > n - i)
-				return false;
-			continue;
-		}
-		if (fixed > n - i)
-			return true; /* truncated payload: no later headers */
-		i += fixed;
-	}
-	return true;
-}
 
 /* Nesting depth of text already known to be valid JSON. */
 static int json_depth(const char *d, size_t n)
@@ -142,8 +61,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char err[160];
 	size_t off = 0;
 
-	if (!sizes_bounded(data, size))
+	/* The product's own gate: what it accepts must unpack. */
+	size_t used = 0;
+	char cerr[160];
+	if (td_msgpack_check((const char *)data, size, &used, cerr, sizeof(cerr)) != 0)
 		return 0;
+	{
+		msgpack_zone zc;
+		msgpack_object oc;
+		size_t offc = 0;
+		msgpack_zone_init(&zc, 2048);
+		msgpack_unpack_return urc = msgpack_unpack((const char *)data, size, &offc, &zc, &oc);
+		msgpack_zone_destroy(&zc);
+		if ((urc != MSGPACK_UNPACK_SUCCESS && urc != MSGPACK_UNPACK_EXTRA_BYTES) || offc != used)
+			die("td_msgpack_check accepted what msgpack-c cannot unpack", "");
+	}
 	msgpack_sbuffer_init(&sb1);
 	msgpack_sbuffer_init(&sb2);
 	msgpack_zone_init(&z, 2048);
@@ -154,8 +86,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		goto out;
 	if (td_msgpack_to_json(&o, &j1))
 		die("td_msgpack_to_json failed", "");
-	if (td_json_to_msgpack(j1.data, j1.len, &sb1, err, sizeof(err)))
+	if (td_json_to_msgpack(j1.data, j1.len, &sb1, err, sizeof(err))) {
+		/* bin/ext render as an object one level deeper than they sit. */
+		if (json_depth(j1.data, j1.len) > TD_JSON_MAX_DEPTH)
+			goto out;
 		die(err, j1.data);
+	}
 
 	/*
 	 * A bin or ext 32 levels down renders as an object one level deeper,

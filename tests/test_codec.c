@@ -991,6 +991,84 @@ static void test_speed(void **state)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* ---- td_msgpack_check ------------------------------------------------ */
+
+static void expect_check_fail(const char *bytes, size_t n, const char *msg)
+{
+	char err[160];
+	size_t used = 0;
+	const char *p = guarded(bytes, n);
+	assert_int_equal(td_msgpack_check(p, n, &used, err, sizeof(err)), TD_EMSGPACK);
+	if (!strstr(err, msg))
+		fail_msg("error '%s' lacks '%s'", err, msg);
+}
+
+/* n nested one-element arrays around @leaf: [[[...leaf...]]] */
+static size_t nested_arrays(char *buf, int n, char leaf)
+{
+	for (int i = 0; i < n; i++)
+		buf[i] = (char)0x91;
+	buf[n] = leaf;
+	return (size_t)n + 1;
+}
+
+static void test_mpcheck(void **state)
+{
+	(void)state;
+	char err[160], buf[128];
+	size_t used;
+	/* well-formed values, with trailing bytes left alone */
+	static const struct { const char *b; size_t n, used; } ok[] = {
+		{ "\x01", 1, 1 }, { "\xc0\xff", 2, 1 }, { "\x82\xa1k\x01\xa1l\x90", 7, 7 },
+		{ "\xd9\x03" "abc", 5, 5 }, { "\xc7\x02\x05" "ab", 5, 5 },
+		{ "\xd8\x01" "0123456789abcdef", 18, 18 },
+		{ "\xdc\x00\x02\x01\x02", 5, 5 }, { "\x80", 1, 1 }, { "\xcb" "12345678", 9, 9 },
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		const char *p = guarded(ok[i].b, ok[i].n);
+		assert_int_equal(td_msgpack_check(p, ok[i].n, &used, err, sizeof(err)), 0);
+		assert_int_equal(used, ok[i].used);
+	}
+	expect_check_fail("", 0, "truncated at byte 0");
+	expect_check_fail("\x92\x01", 2, "array of 2 at byte 0 cannot fit in the 1 bytes left");
+	expect_check_fail("\xd9", 1, "truncated at byte 1");
+	expect_check_fail("\xc1", 1, "invalid type byte 0xc1 at byte 0");
+	expect_check_fail("\xd9\x05" "abc", 5, "exceeds the input");
+	expect_check_fail("\xdb\xff\xff\xff\xff", 5, "exceeds the input");
+	/* 5 bytes declaring 4 billion elements: refused before any unpack */
+	expect_check_fail("\xdd\xff\xff\xff\xff", 5, "array of 4294967295 at byte 0 cannot fit");
+	expect_check_fail("\xdf\x00\x00\x00\x02\x01\x01\x01", 8, "map of 2 at byte 0 cannot fit");
+	/* depth: agrees with msgpack-c around its limit */
+	for (int depth = 30; depth <= 34; depth++) {
+	for (int e = 0; e < 3; e++) {
+		/* a scalar leaf, an empty array, an empty map */
+		static const char leaves[] = {0x01, (char)0x90, (char)0x80};
+		size_t n = nested_arrays(buf, depth, leaves[e]);
+		int rc = td_msgpack_check(buf, n, &used, err, sizeof(err));
+		msgpack_zone z;
+		msgpack_object o;
+		size_t off = 0;
+		msgpack_zone_init(&z, 1024);
+		msgpack_unpack_return ur = msgpack_unpack(buf, n, &off, &z, &o);
+		msgpack_zone_destroy(&z);
+		assert_int_equal(rc == 0, ur == MSGPACK_UNPACK_SUCCESS);
+		assert_int_equal(rc == 0, depth + (e > 0) <= TD_MSGPACK_MAX_DEPTH);
+		if (rc)
+			assert_non_null(strstr(err, "nesting deeper than 32"));
+	}
+	}
+	/* every proper prefix of a valid document fails; none over-reads */
+	static const char doc[] = "\x83\xa2id\xa1x\xa4kind\xa5timer\xa4" "args\x81\xa5"
+				  "at_ms\xcf\x00\x00\x01\x9a\x00\x00\x00\x00";
+	size_t dn = sizeof(doc) - 1;
+	assert_int_equal(td_msgpack_check(doc, dn, &used, err, sizeof(err)), 0);
+	assert_int_equal(used, dn);
+	for (size_t k = 0; k < dn; k++) {
+		const char *p = guarded(doc, k);
+		assert_int_equal(td_msgpack_check(p, k, &used, err, sizeof(err)), TD_EMSGPACK);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1015,6 +1093,7 @@ int main(void)
 		cmocka_unit_test(test_render_key_nesting),
 		cmocka_unit_test(test_render_numbers),
 		cmocka_unit_test(test_locale),
+		cmocka_unit_test(test_mpcheck),
 		cmocka_unit_test(test_speed),
 	};
 	return cmocka_run_group_tests(tests, guard_setup, guard_teardown);

@@ -148,6 +148,8 @@ static void rejected_inputs(void **state)
 	const struct bad_case cases[] = {
 		{"not msgpack", 4, {"op", "add", "spec", "\xc1\xc1"}, "spec: not valid msgpack"},
 		{"msgpack not a map", 4, {"op", "add", "spec", "\x93\x01\x02\x03"}, "spec: expected a map"},
+		{"msgpack huge count", 4, {"op", "add", "spec", "\xdd\xff\xff\xff\xff"}, "spec: not valid msgpack: array of 4294967295"},
+		{"msgpack trailing", 4, {"op", "add", "spec", "\x80\x01"}, "spec: 1 trailing bytes"},
 		{"not json", 4, {"op", "add", "json", "{\"id\": }"}, "json: offset"},
 		{"no spec", 2, {"op", "add"}, "spec: required"},
 		{"both", 6, {"op", "add", "json", "{}", "spec", "\x80"}, "not both"},

@@ -10,7 +10,10 @@
 
 #include "triggerd/buf.h"
 
-#define TD_JSON_MAX_DEPTH 64
+/* msgpack-c 4.0 unpacks at most 32 nested containers (its fixed stack);
+ * JSON deeper than that could be converted but never unpacked. */
+#define TD_JSON_MAX_DEPTH 32
+#define TD_MSGPACK_MAX_DEPTH 32
 
 /**
  * Parse JSON text @json (@len bytes, need not be NUL-terminated) and append
@@ -33,5 +36,19 @@ int td_json_to_msgpack(const char *json, size_t len, msgpack_sbuffer *out,
  * their JSON text in a string, float NaN/Inf -> null. Returns 0 or -ENOMEM.
  */
 int td_msgpack_to_json(const msgpack_object *o, struct td_buf *out);
+
+/**
+ * Check that @p (@len bytes) starts with one well-formed msgpack value that
+ * msgpack-c can unpack in memory linear in @len: every length fits in the
+ * bytes that remain, every array/map count is at most the bytes that remain
+ * (each element takes at least one byte; msgpack-c allocates for declared
+ * counts up front, so 5 bytes could otherwise ask for 96 GiB), and no
+ * container (even an empty one) starts inside TD_MSGPACK_MAX_DEPTH open ones. Call it before
+ * msgpack_unpack on bytes from outside. Iterative; never reads past @len.
+ *
+ * Writes the value's size to *@used. Returns 0, or TD_EMSGPACK with a
+ * message naming the byte offset in @err.
+ */
+int td_msgpack_check(const char *p, size_t len, size_t *used, char *err, size_t errlen);
 
 #endif
