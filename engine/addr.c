@@ -1,6 +1,7 @@
 #include "triggerd/addr.h"
 
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,4 +101,20 @@ int td_redis_addr_resolve(const char *flag, struct td_redis_addr *out,
 	snprintf(path, sizeof(path), "%s/redis.sock", dir);
 	*is_default = 1;
 	return td_redis_addr_parse(path, out, err, errlen);
+}
+
+int td_redis_sock_answers(const char *path, int timeout_ms)
+{
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	redisContext *c = redisConnectUnixWithTimeout(path, tv);
+	int ok = 0;
+	if (c && !c->err) {
+		redisReply *r = redisCommand(c, "PING");
+		ok = r && r->type == REDIS_REPLY_STATUS;
+		if (r)
+			freeReplyObject(r);
+	}
+	if (c)
+		redisFree(c);
+	return ok;
 }

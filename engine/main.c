@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,22 +82,6 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-static bool redis_answers(const char *sock)
-{
-	struct timeval tv = {0, 200000};
-	redisContext *c = redisConnectUnixWithTimeout(sock, tv);
-	bool ok = false;
-	if (c && !c->err) {
-		redisReply *r = redisCommand(c, "PING");
-		ok = r && r->type == REDIS_REPLY_STATUS;
-		if (r)
-			freeReplyObject(r);
-	}
-	if (c)
-		redisFree(c);
-	return ok;
-}
-
 /*
  * Start a private redis-server for a one-command local run: unix socket
  * only (no TCP port), append-only file in the state dir so triggers survive
@@ -111,7 +94,7 @@ static pid_t start_private_redis(const char *dir, const char *sock)
 		fprintf(stderr, "triggerd: cannot create state dir %s: %s\n", dir, strerror(-rc));
 		return -1;
 	}
-	if (redis_answers(sock)) {
+	if (td_redis_sock_answers(sock, 200)) {
 		td_info("using the private redis-server already running", "\"socket\":\"%s\"", sock);
 		return 0;
 	}
@@ -136,7 +119,7 @@ static pid_t start_private_redis(const char *dir, const char *sock)
 		int status;
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return -1;
-		if (redis_answers(sock)) {
+		if (td_redis_sock_answers(sock, 200)) {
 			td_info("private redis-server started", "\"socket\":\"%s\",\"pid\":%d",
 				sock, (int)pid);
 			return pid;

@@ -8,49 +8,14 @@
  *  - that object renders to JSON which td_json_to_msgpack accepts again and
  *    which converts to the very same msgpack bytes.
  */
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "triggerd/codec.h"
 #include "triggerd/triggerd.h"
 
-/* msgpack-c's unpacker refuses more than MSGPACK_EMBED_STACK_SIZE levels. */
-#define UNPACK_MAX_DEPTH 32
+#include "fuzz_common.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Nesting depth of text already known to be valid JSON. */
-static int json_depth(const uint8_t *d, size_t n)
-{
-	int depth = 0, max = 0;
-	bool in_str = false;
-
-	for (size_t i = 0; i < n; i++) {
-		if (in_str) {
-			if (d[i] == '\\')
-				i++;
-			else if (d[i] == '"')
-				in_str = false;
-		} else if (d[i] == '"') {
-			in_str = true;
-		} else if (d[i] == '[' || d[i] == '{') {
-			if (++depth > max)
-				max = depth;
-		} else if (d[i] == ']' || d[i] == '}') {
-			depth--;
-		}
-	}
-	return max;
-}
-
-static void die(const char *what, const char *detail)
-{
-	fprintf(stderr, "fuzz_json: %s: %s\n", what, detail);
-	abort();
-}
+#define die(what, detail) fuzz_die("fuzz_json", what, detail)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

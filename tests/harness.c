@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "triggerd/addr.h"
 #include "triggerd/codec.h"
 
 int64_t now_ms(void)
@@ -27,22 +28,6 @@ void sleep_ms(int ms)
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
-}
-
-static bool ping(const char *sock)
-{
-	struct timeval tv = {0, 200000};
-	redisContext *c = redisConnectUnixWithTimeout(sock, tv);
-	bool ok = false;
-	if (c && !c->err) {
-		redisReply *r = redisCommand(c, "PING");
-		ok = r && r->type == REDIS_REPLY_STATUS;
-		if (r)
-			freeReplyObject(r);
-	}
-	if (c)
-		redisFree(c);
-	return ok;
 }
 
 int harness_redis_start(struct harness *h, bool aof)
@@ -70,7 +55,7 @@ int harness_redis_start(struct harness *h, bool aof)
 	}
 	h->redis_pid = pid;
 	for (int i = 0; i < 200; i++) {
-		if (ping(h->sock))
+		if (td_redis_sock_answers(h->sock, 200))
 			return harness_connect(h);
 		sleep_ms(25);
 	}
@@ -334,4 +319,34 @@ bool log_contains(struct harness *h, const char *needle)
 		found = strstr(line, needle) != NULL;
 	fclose(f);
 	return found;
+}
+
+long long harness_pending(struct harness *h)
+{
+	redisReply *r = redisCommand(h->c, "XPENDING td:submit triggerd");
+	long long n = -1;
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER)
+		n = r->element[0]->integer;
+	if (r)
+		freeReplyObject(r);
+	return n;
+}
+
+int harness_setup(void **state)
+{
+	struct harness *h = calloc(1, sizeof(*h));
+	if (!h || harness_redis_start(h, false) != 0) {
+		free(h);
+		return -1;
+	}
+	*state = h;
+	return 0;
+}
+
+int harness_teardown(void **state)
+{
+	harness_stop(*state);
+	free(*state);
+	return 0;
 }

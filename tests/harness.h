@@ -69,4 +69,10 @@ void sleep_ms(int ms);
 /** True when the triggerd log contains @needle. */
 bool log_contains(struct harness *h, const char *needle);
 
+/** Pending entries of group triggerd on td:submit (-1 on error). */
+long long harness_pending(struct harness *h);
+/** cmocka fixtures: a fresh harness with a non-persistent Redis. */
+int harness_setup(void **state);
+int harness_teardown(void **state);
+
 #endif

@@ -72,29 +72,7 @@ static void pending(struct harness *h, int n)
 	freeReplyObject(r);
 }
 
-static long long xpending(struct harness *h)
-{
-	redisReply *r = redisCommand(h->c, "XPENDING td:submit triggerd");
-	long long n = r->element[0]->integer;
-	freeReplyObject(r);
-	return n;
-}
 
-static int setup(void **state)
-{
-	struct harness *h = calloc(1, sizeof(*h));
-	if (harness_redis_start(h, false) != 0)
-		return -1;
-	*state = h;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	harness_stop(*state);
-	free(*state);
-	return 0;
-}
 
 static void store_runs_and_duplicates(void **state)
 {
@@ -113,7 +91,7 @@ static void store_runs_and_duplicates(void **state)
 	redisReply *r = redisCommand(h->c, "HGET td:triggers x");
 	assert_string_equal(r->str, "spec-x1"); /* the first one won */
 	freeReplyObject(r);
-	assert_int_equal(xpending(h), 1); /* three acked, entry[3] not */
+	assert_int_equal(harness_pending(h), 1); /* three acked, entry[3] not */
 	/* Re-applying the batch changes nothing. */
 	apply(h, recs, 3, res);
 	assert_int_equal(res[0] + res[1] + res[2], 0);
@@ -141,7 +119,7 @@ static void fire_once_in_a_run(void **state)
 	assert_int_equal(redis_int(h, "XLEN td:events"), 1);
 	assert_int_equal(redis_int(h, "XLEN td:events:q"), 1);
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
-	assert_int_equal(xpending(h), 0); /* acked even when nothing fired */
+	assert_int_equal(harness_pending(h), 0); /* acked even when nothing fired */
 	apply(h, recs, 4, res);
 	assert_int_equal(res[0] + res[1] + res[2] + res[3], 0);
 	assert_int_equal(redis_int(h, "XLEN td:events"), 1);
@@ -190,7 +168,7 @@ static void repeat_and_reject(void **state)
 	assert_int_equal(redis_int(h, "HEXISTS td:triggers rep"), 1);
 	long long ttl = redis_int(h, "TTL td:seen:rep:100");
 	assert_true(ttl > 0 && ttl <= 60);
-	assert_int_equal(xpending(h), 1);
+	assert_int_equal(harness_pending(h), 1);
 }
 
 /* Forced batches (Redis came back empty): post despite the guards. */
@@ -218,11 +196,11 @@ static void force_and_restore(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(store_runs_and_duplicates, setup, teardown),
-		cmocka_unit_test_setup_teardown(fire_once_in_a_run, setup, teardown),
-		cmocka_unit_test_setup_teardown(mixed_sequence_in_order, setup, teardown),
-		cmocka_unit_test_setup_teardown(repeat_and_reject, setup, teardown),
-		cmocka_unit_test_setup_teardown(force_and_restore, setup, teardown),
+		cmocka_unit_test_setup_teardown(store_runs_and_duplicates, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(fire_once_in_a_run, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(mixed_sequence_in_order, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(repeat_and_reject, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(force_and_restore, harness_setup, harness_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,33 +14,7 @@
 
 #include "harness.h"
 
-static long long pending_count(struct harness *h)
-{
-	redisReply *r = redisCommand(h->c, "XPENDING td:submit triggerd");
-	long long n = -1;
-	if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-	    r->element[0]->type == REDIS_REPLY_INTEGER)
-		n = r->element[0]->integer;
-	if (r)
-		freeReplyObject(r);
-	return n;
-}
 
-static int setup(void **state)
-{
-	struct harness *h = calloc(1, sizeof(*h));
-	if (harness_redis_start(h, false) != 0)
-		return -1;
-	*state = h;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	harness_stop(*state);
-	free(*state);
-	return 0;
-}
 
 static char **timer_docs(const char *prefix, int n, int64_t base, int spread)
 {
@@ -97,7 +71,7 @@ static void timers_10k_exactly_once(void **state)
 	assert_int_equal(read_events(h, ev + N, 10, 500), 0);
 	check_exactly_once(ev, got, "t", N);
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
-	assert_int_equal(pending_count(h), 0);
+	assert_int_equal(harness_pending(h), 0);
 	free(ev);
 }
 
@@ -121,7 +95,7 @@ static void kill9_restart_exactly_once(void **state)
 	assert_int_equal(read_events(h, ev + N, 10, 500), 0);
 	check_exactly_once(ev, got, "k", N);
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
-	assert_int_equal(pending_count(h), 0);
+	assert_int_equal(harness_pending(h), 0);
 	free(ev);
 }
 
@@ -203,7 +177,7 @@ static void rejected_inputs(void **state)
 	}
 	assert_true(good_seen);
 	assert_int_equal(j, nc);
-	assert_int_equal(pending_count(h), 0);
+	assert_int_equal(harness_pending(h), 0);
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
 	/* A rejected submission re-read after a restart is not posted twice. */
 	harness_td_stop(h, SIGTERM);
@@ -257,7 +231,7 @@ static void cancel_and_timeout(void **state)
 	assert_string_equal(ev[1].id, "x");
 	assert_string_equal(ev[1].status, "success");
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
-	assert_int_equal(pending_count(h), 0);
+	assert_int_equal(harness_pending(h), 0);
 }
 
 static void repeat_and_idempotent_add(void **state)
@@ -319,7 +293,7 @@ static void repeat_and_idempotent_add(void **state)
 	assert_true(cancelled);
 	assert_int_equal(read_events(h, more, 1, 700), 0);
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
-	assert_int_equal(pending_count(h), 0);
+	assert_int_equal(harness_pending(h), 0);
 }
 
 static void after_ms_survives_restart(void **state)
@@ -427,15 +401,15 @@ static void clean_shutdown_exit_code(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(timers_10k_exactly_once, setup, teardown),
-		cmocka_unit_test_setup_teardown(kill9_restart_exactly_once, setup, teardown),
-		cmocka_unit_test_setup_teardown(rejected_inputs, setup, teardown),
-		cmocka_unit_test_setup_teardown(cancel_and_timeout, setup, teardown),
-		cmocka_unit_test_setup_teardown(repeat_and_idempotent_add, setup, teardown),
-		cmocka_unit_test_setup_teardown(after_ms_survives_restart, setup, teardown),
-		cmocka_unit_test_setup_teardown(redis_restart_loses_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(redis_comes_back_empty, setup, teardown),
-		cmocka_unit_test_setup_teardown(clean_shutdown_exit_code, setup, teardown),
+		cmocka_unit_test_setup_teardown(timers_10k_exactly_once, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(kill9_restart_exactly_once, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(rejected_inputs, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(cancel_and_timeout, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(repeat_and_idempotent_add, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(after_ms_survives_restart, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(redis_restart_loses_nothing, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(redis_comes_back_empty, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(clean_shutdown_exit_code, harness_setup, harness_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

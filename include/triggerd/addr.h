@@ -36,4 +36,10 @@ const char *td_default_state_dir(char *buf, size_t len);
 int td_redis_addr_resolve(const char *flag, struct td_redis_addr *out,
 			  int *is_default, char *err, size_t errlen);
 
+/**
+ * True when a Redis answers PING on the unix socket @path within
+ * @timeout_ms. Blocking: for start-up and tools, never on the reactor.
+ */
+int td_redis_sock_answers(const char *path, int timeout_ms);
+
 #endif
