@@ -175,9 +175,24 @@ int td_engine_init(struct td_engine *e, const struct td_config *cfg)
 	return shard_init(e, &e->shard, 0);
 }
 
-static int64_t wait_ns(struct td_shard *s)
+/* About 100 us of cache-missing list moves at ~100 ns each. */
+#define PRECASCADE_BUDGET 1024
+
+/*
+ * How long the ring may wait: until the wheel's next deadline, or the next
+ * moment a slot becomes "upcoming" and can be re-placed ahead of time. A
+ * big slot is thus moved down in chunks while the loop is idle, instead of
+ * all at once when it comes due (which stalled the loop 6-10 ms per 100k
+ * timers; see docs/benchmarks.md). @more: pre-cascade work is left, poll.
+ */
+static int64_t wait_ns(struct td_shard *s, bool more)
 {
+	if (more)
+		return 0;
 	uint64_t next = td_wheel_next(&s->wheel);
+	uint64_t pc = td_wheel_precascade_next(&s->wheel);
+	if (pc < next)
+		next = pc;
 	if (next == UINT64_MAX)
 		return -1;
 	int64_t ns = (int64_t)next * 1000000 - td_mono_ns();
@@ -208,7 +223,11 @@ int td_engine_run(struct td_engine *e)
 		td_sink_flush(&s->sink);
 		td_redis_flush(&s->writer);
 		td_redis_flush(&s->reader);
-		int64_t ns = wait_ns(s);
+		/* After advance (upcoming slots follow the wheel's now) and
+		 * after the flushes (I/O first, then idle-time work). */
+		bool more = td_wheel_precascade(&s->wheel, PRECASCADE_BUDGET) ==
+			    PRECASCADE_BUDGET;
+		int64_t ns = wait_ns(s, more);
 		if (s->stopping && (ns < 0 || ns > 10000000))
 			ns = 10000000;
 		int rc = td_reactor_run_once(&s->reactor, ns);
