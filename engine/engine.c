@@ -30,6 +30,8 @@ void td_config_defaults(struct td_config *c)
 	c->read_count = 1000;
 	c->dedup_ttl_s = 86400;
 	c->shutdown_ms = 5000;
+	/* About 100 us of cache-missing list moves at ~100 ns each. */
+	c->precascade_budget = 1024;
 }
 
 const char *td_strerror(int err)
@@ -175,9 +177,6 @@ int td_engine_init(struct td_engine *e, const struct td_config *cfg)
 	return shard_init(e, &e->shard, 0);
 }
 
-/* About 100 us of cache-missing list moves at ~100 ns each. */
-#define PRECASCADE_BUDGET 1024
-
 /*
  * How long the ring may wait: until the wheel's next deadline, or the next
  * moment a slot becomes "upcoming" and can be re-placed ahead of time. A
@@ -190,7 +189,8 @@ static int64_t wait_ns(struct td_shard *s, bool more)
 	if (more)
 		return 0;
 	uint64_t next = td_wheel_next(&s->wheel);
-	uint64_t pc = td_wheel_precascade_next(&s->wheel);
+	uint64_t pc = s->eng->cfg.precascade_budget ?
+		      td_wheel_precascade_next(&s->wheel) : UINT64_MAX;
 	if (pc < next)
 		next = pc;
 	if (next == UINT64_MAX)
@@ -225,8 +225,8 @@ int td_engine_run(struct td_engine *e)
 		td_redis_flush(&s->reader);
 		/* After advance (upcoming slots follow the wheel's now) and
 		 * after the flushes (I/O first, then idle-time work). */
-		bool more = td_wheel_precascade(&s->wheel, PRECASCADE_BUDGET) ==
-			    PRECASCADE_BUDGET;
+		unsigned budget = e->cfg.precascade_budget;
+		bool more = budget && td_wheel_precascade(&s->wheel, budget) == budget;
 		int64_t ns = wait_ns(s, more);
 		if (s->stopping && (ns < 0 || ns > 10000000))
 			ns = 10000000;

@@ -280,6 +280,7 @@ struct td_config {
 	unsigned read_count;
 	unsigned dedup_ttl_s;
 	unsigned shutdown_ms;
+	unsigned precascade_budget;   /* timers per idle step; 0: off */
 };
 
 struct td_stats {

@@ -43,6 +43,8 @@ static void usage(FILE *f)
 "  --dedup-ttl S       seconds repeat-occurrence keys are kept (default 86400)\n"
 "  --shutdown-ms MS    how long to wait for Redis writes at shutdown (5000)\n"
 "  --log-level L       debug|info|warn|error (default info)\n"
+"  --precascade-budget N  timers the wheel moves ahead of time per idle step\n"
+"                      (default 1024; 0 turns it off, for comparisons)\n"
 "  -h, --help          this text\n"
 "  -V, --version       print the version\n"
 "\n"
@@ -145,6 +147,7 @@ int main(int argc, char **argv)
 		{"dedup-ttl", required_argument, NULL, 'd'},
 		{"shutdown-ms", required_argument, NULL, 's'},
 		{"log-level", required_argument, NULL, 'l'},
+		{"precascade-budget", required_argument, NULL, 'P'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -196,6 +199,11 @@ int main(int argc, char **argv)
 			if (parse_uint("--shutdown-ms", optarg, 0, 600000, &v))
 				return EXIT_USAGE;
 			cfg.shutdown_ms = (unsigned)v;
+			break;
+		case 'P':
+			if (parse_uint("--precascade-budget", optarg, 0, 1000000, &v))
+				return EXIT_USAGE;
+			cfg.precascade_budget = (unsigned)v;
 			break;
 		case 'l': {
 			enum td_log_level lv;
