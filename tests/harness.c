@@ -83,15 +83,11 @@ int harness_connect(struct harness *h)
 	return h->c && !h->c->err ? 0 : -1;
 }
 
-int harness_td_start(struct harness *h, const char *const *extra)
+int harness_td_spawn(struct harness *h, const char *const *extra)
 {
 	const char *bin = getenv("TRIGGERD_BIN");
 	if (!bin)
 		bin = "./triggerd";
-	off_t start_size = 0;
-	struct stat st;
-	if (stat(h->log, &st) == 0)
-		start_size = st.st_size;
 	pid_t pid = fork();
 	if (pid < 0)
 		return -1;
@@ -113,28 +109,49 @@ int harness_td_start(struct harness *h, const char *const *extra)
 		_exit(127);
 	}
 	h->td_pid = pid;
-	/* Wait for a "ready" line written after we started this one. */
-	for (int i = 0; i < 400; i++) {
+	return 0;
+}
+
+/* Wait for a log line containing @needle written after byte @from. */
+static bool wait_log_from(struct harness *h, off_t from, const char *needle, int timeout_ms)
+{
+	for (int waited = 0; waited <= timeout_ms; waited += 25) {
 		FILE *f = fopen(h->log, "r");
 		if (f) {
-			fseeko(f, start_size, SEEK_SET);
+			fseeko(f, from, SEEK_SET);
 			char line[4096];
-			bool ready = false;
-			while (fgets(line, sizeof(line), f))
-				if (strstr(line, "\"msg\":\"ready\""))
-					ready = true;
+			bool found = false;
+			while (!found && fgets(line, sizeof(line), f))
+				found = strstr(line, needle) != NULL;
 			fclose(f);
-			if (ready)
-				return 0;
+			if (found)
+				return true;
 		}
 		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
+		if (h->td_pid > 0 && waitpid(h->td_pid, &status, WNOHANG) == h->td_pid) {
 			h->td_pid = 0;
-			return -1;
+			return false;
 		}
 		sleep_ms(25);
 	}
-	return -1;
+	return false;
+}
+
+bool harness_wait_log(struct harness *h, const char *needle, int timeout_ms)
+{
+	return wait_log_from(h, 0, needle, timeout_ms);
+}
+
+int harness_td_start(struct harness *h, const char *const *extra)
+{
+	off_t start_size = 0;
+	struct stat st;
+	if (stat(h->log, &st) == 0)
+		start_size = st.st_size;
+	if (harness_td_spawn(h, extra) != 0)
+		return -1;
+	/* A "ready" line written after we started this one. */
+	return wait_log_from(h, start_size, "\"msg\":\"ready\"", 10000) ? 0 : -1;
 }
 
 int harness_td_stop(struct harness *h, int sig)

@@ -42,6 +42,10 @@ int harness_redis_start(struct harness *h, bool aof);
 void harness_redis_kill(struct harness *h);
 /** Start triggerd with extra args (NULL-terminated); waits for "ready". */
 int harness_td_start(struct harness *h, const char *const *extra);
+/** Start triggerd without waiting for it to be ready. */
+int harness_td_spawn(struct harness *h, const char *const *extra);
+/** Wait until the triggerd log has a line containing @needle. */
+bool harness_wait_log(struct harness *h, const char *needle, int timeout_ms);
 /** Signal triggerd; returns its exit status (or -1). */
 int harness_td_stop(struct harness *h, int sig);
 void harness_stop(struct harness *h);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <sys/wait.h>
 #include <msgpack.h>
 
 #include "harness.h"
@@ -390,6 +391,53 @@ static void redis_comes_back_empty(void **state)
 	free(ev);
 }
 
+/* Redis is not there when triggerd starts: it logs, retries with backoff,
+ * and works once Redis appears. */
+static void redis_down_at_start(void **state)
+{
+	struct harness *h = *state;
+	harness_redis_kill(h);
+	assert_int_equal(harness_td_spawn(h, NULL), 0);
+	assert_true(harness_wait_log(h, "redis connect failed", 5000));
+	sleep_ms(700);
+	assert_int_equal(harness_redis_start(h, false), 0);
+	assert_true(harness_wait_log(h, "\"msg\":\"ready\"", 10000));
+	assert_int_equal(submit_json(h, "{\"id\":\"late\",\"kind\":\"timer\",\"args\":{\"after_ms\":50}}"), 0);
+	struct event ev[2];
+	assert_int_equal(wait_events(h, ev, 1, 5000), 1);
+	assert_string_equal(ev[0].id, "late");
+	assert_string_equal(ev[0].status, "success");
+}
+
+/* The command-line contract: --version, --help, usage errors exit 2. */
+static void cli_contract(void **state)
+{
+	(void)state;
+	const char *bin = getenv("TRIGGERD_BIN");
+	char cmd[600];
+	static const struct {
+		const char *args;
+		int code;
+	} cases[] = {
+		{"--version", 0}, {"--help", 0}, {"--bogus", 2}, {"extra-arg", 2},
+		{"--redis nohost", 2}, {"--redis host:99999", 2}, {"--log-level loud", 2},
+		{"--sink-buffer 0", 2}, {"--batch -1", 2}, {"--prefix ''", 2},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(cmd, sizeof(cmd), "%s %s >/dev/null 2>&1", bin, cases[i].args);
+		int st = system(cmd);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != cases[i].code)
+			fail_msg("triggerd %s: exit %d, want %d", cases[i].args,
+				 WIFEXITED(st) ? WEXITSTATUS(st) : -1, cases[i].code);
+	}
+	snprintf(cmd, sizeof(cmd), "%s --version", bin);
+	FILE *p = popen(cmd, "r");
+	char line[100] = "";
+	assert_non_null(fgets(line, sizeof(line), p));
+	pclose(p);
+	assert_non_null(strstr(line, "triggerd 0."));
+}
+
 static void clean_shutdown_exit_code(void **state)
 {
 	struct harness *h = *state;
@@ -409,6 +457,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(after_ms_survives_restart, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(redis_restart_loses_nothing, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(redis_comes_back_empty, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(redis_down_at_start, harness_setup, harness_teardown),
+		cmocka_unit_test(cli_contract),
 		cmocka_unit_test_setup_teardown(clean_shutdown_exit_code, harness_setup, harness_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
