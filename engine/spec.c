@@ -39,11 +39,14 @@ static const char *type_name(const msgpack_object *o)
 static int get_ms(const msgpack_object *o, const char *field, int64_t *out,
 		  char *err, size_t errlen)
 {
-	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-	    o->via.u64 > (uint64_t)INT64_MAX / 2) {
+	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		snprintf(err, errlen, "%s: expected a non-negative integer (ms), got %s",
-			 field, o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ?
-			 "an integer out of range" : type_name(o));
+			 field, type_name(o));
+		return TD_EINVAL_SPEC;
+	}
+	if (o->via.u64 > (uint64_t)TD_TIME_MAX_MS) {
+		snprintf(err, errlen, "%s: larger than %lld (year 9999)", field,
+			 (long long)TD_TIME_MAX_MS);
 		return TD_EINVAL_SPEC;
 	}
 	*out = (int64_t)o->via.u64;
@@ -198,6 +201,10 @@ int td_spec_parse(const msgpack_object *o, int64_t now_ms, struct td_spec *out,
 		if (get_ms(timeout, "timeout_ms", &ms, err, errlen))
 			return TD_EINVAL_SPEC;
 		out->deadline_ms = now_ms + ms;
+		if (out->deadline_ms > TD_TIME_MAX_MS) {
+			snprintf(err, errlen, "timeout_ms: deadline would be after year 9999");
+			return TD_EINVAL_SPEC;
+		}
 	}
 	if (deadline) {
 		int64_t ms;

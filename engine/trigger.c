@@ -276,7 +276,7 @@ static void timeout_cb(struct td_timer *tm, uint64_t now)
 	int64_t wall = td_wall_ms();
 	if (wall < t->deadline_ms) {
 		/* The wall clock was stepped back since arming: wait it out. */
-		td_wheel_add(&t->shard->wheel, tm, td_wall_to_tick(t->deadline_ms));
+		td_wheel_add(&t->shard->wheel, tm, td_rearm_tick(t->deadline_ms, now));
 		return;
 	}
 	if (t->state == TD_T_HELD)

@@ -409,6 +409,30 @@ static void redis_down_at_start(void **state)
 	assert_string_equal(ev[0].status, "success");
 }
 
+/* Times at the far end of the accepted range are held, cancellable, and
+ * leave the loop free (this used to overflow into a busy re-arm loop). */
+static void far_future_times(void **state)
+{
+	struct harness *h = *state;
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	assert_int_equal(submit_json(h, "{\"id\":\"far\",\"kind\":\"timer\",\"args\":{\"at\":\"9999-12-31T23:59:59Z\"}}"), 0);
+	assert_int_equal(submit_json(h, "{\"id\":\"fard\",\"kind\":\"timer\",\"args\":{\"after_ms\":86400000},\"deadline_ms\":253402300799999}"), 0);
+	assert_int_equal(submit_json(h, "{\"id\":\"near\",\"kind\":\"timer\",\"args\":{\"after_ms\":200}}"), 0);
+	struct event ev[4];
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].id, "near");
+	/* Restart: the stored far specs load again (no "unreadable"). */
+	assert_int_equal(harness_td_stop(h, SIGTERM), 0);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	assert_false(log_contains(h, "unreadable\",\"id"));
+	assert_int_equal(redis_int(h, "HLEN td:triggers"), 2);
+	const char *c[] = {"op", "cancel", "id", "far"};
+	assert_int_equal(submit_fields(h, 4, c, NULL), 0);
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].status, "cancelled");
+	assert_int_equal(harness_td_stop(h, SIGTERM), 0); /* not wedged */
+}
+
 /* The command-line contract: --version, --help, usage errors exit 2. */
 static void cli_contract(void **state)
 {
@@ -458,6 +482,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(redis_restart_loses_nothing, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(redis_comes_back_empty, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(redis_down_at_start, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(far_future_times, harness_setup, harness_teardown),
 		cmocka_unit_test(cli_contract),
 		cmocka_unit_test_setup_teardown(clean_shutdown_exit_code, harness_setup, harness_teardown),
 	};

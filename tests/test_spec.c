@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "clock.h"
 #include "engine_i.h"
 #include "triggerd/codec.h"
 #include "triggerd/timefmt.h"
@@ -313,6 +314,44 @@ static void table_ops(void **state)
 	td_table_finish(&tb);
 }
 
+static void clock_conversion(void **state)
+{
+	/* A second from now is ~1000 ticks ahead, rounded up, never before. */
+	int64_t wall = td_wall_ms();
+	uint64_t now = td_mono_ms();
+	uint64_t t = td_wall_to_tick(wall + 1000);
+	assert_true(t >= now + 999 && t <= now + 1002);
+	/* The far end converts without overflow and stays in order. */
+	uint64_t far = td_wall_to_tick(TD_TIME_MAX_MS);
+	assert_true(far > now + (uint64_t)(TD_TIME_MAX_MS - wall) - 5);
+	assert_true(td_wall_to_tick(TD_TIME_MAX_MS - 1) < far);
+	assert_int_equal(td_wall_to_tick(0), 0);
+	/* Re-arming never lands at or before now. */
+	assert_int_equal(td_rearm_tick(0, 500), 501);
+	assert_true(td_rearm_tick(wall + 1000, now) == t || td_rearm_tick(wall + 1000, now) == t + 1);
+}
+
+static void time_bounds(void **state)
+{
+	struct td_trigger *t;
+	char err[TD_ERR_MAX];
+	assert_int_equal(build("{\"id\":\"a\",\"kind\":\"timer\",\"args\":{\"at\":\"9999-12-31T23:59:59.999Z\"}}",
+			       0, &t, err), 0);
+	td_trigger_free(t);
+	assert_int_equal(build("{\"id\":\"a\",\"kind\":\"timer\",\"args\":{\"at_ms\":253402300800000}}",
+			       0, &t, err), TD_EINVAL_SPEC);
+	assert_non_null(strstr(err, "args.at_ms: larger than 253402300799999"));
+	assert_int_equal(build("{\"id\":\"a\",\"kind\":\"timer\",\"args\":{\"after_ms\":253402300799999}}",
+			       1000, &t, err), TD_EINVAL_SPEC);
+	assert_non_null(strstr(err, "args.after_ms: due time would be after year 9999"));
+	assert_int_equal(build("{\"id\":\"a\",\"kind\":\"timer\",\"args\":{\"at_ms\":1},\"timeout_ms\":253402300799999}",
+			       1000, &t, err), TD_EINVAL_SPEC);
+	assert_non_null(strstr(err, "timeout_ms: deadline would be after year 9999"));
+	assert_int_equal(build("{\"id\":\"a\",\"kind\":\"timer\",\"args\":{\"at_ms\":1},\"deadline_ms\":18446744073709551615}",
+			       1000, &t, err), TD_EINVAL_SPEC);
+	assert_non_null(strstr(err, "deadline_ms: larger than"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +363,8 @@ int main(void)
 		cmocka_unit_test(rfc3339),
 		cmocka_unit_test(event_encoding),
 		cmocka_unit_test(table_ops),
+		cmocka_unit_test(clock_conversion),
+		cmocka_unit_test(time_bounds),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	msgpack_sbuffer_destroy(&fake.scratch);

@@ -39,8 +39,13 @@ static bool key_is(const msgpack_object *k, const char *s)
 static int get_uint(const msgpack_object *v, const char *name, int64_t *out,
 		    char *err, size_t errlen)
 {
-	if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > (uint64_t)INT64_MAX / 4) {
+	if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		snprintf(err, errlen, "args.%s: expected a non-negative integer (ms)", name);
+		return TD_EINVAL_SPEC;
+	}
+	if (v->via.u64 > (uint64_t)TD_TIME_MAX_MS) {
+		snprintf(err, errlen, "args.%s: larger than %lld (year 9999)", name,
+			 (long long)TD_TIME_MAX_MS);
 		return TD_EINVAL_SPEC;
 	}
 	*out = (int64_t)v->via.u64;
@@ -111,6 +116,11 @@ static int timer_parse(struct td_trigger *t, const msgpack_object *args,
 		snprintf(err, errlen, "args: give only one of at_ms, at, after_ms");
 		return TD_EINVAL_SPEC;
 	}
+	/* What is stored must parse again: after_ms + now stays in range. */
+	if (st->at_ms > TD_TIME_MAX_MS) {
+		snprintf(err, errlen, "args.after_ms: due time would be after year 9999");
+		return TD_EINVAL_SPEC;
+	}
 	if (td_trigger_repeat(t) && !st->interval_ms) {
 		snprintf(err, errlen, "args.interval_ms: required when repeat is true");
 		return TD_EINVAL_SPEC;
@@ -164,7 +174,10 @@ static void fire_cb(struct td_timer *node, uint64_t now)
 	struct td_trigger *t = td_trigger_from_state(st);
 	int64_t wall = td_wall_ms();
 	if (wall < st->due_ms) {
-		arm(t, st); /* the wall clock was stepped back */
+		/* The wall clock was stepped back: wait it out, never re-arming
+		 * into this same advance. */
+		td_wheel_add(td_shard_wheel(td_trigger_shard(t)), &st->node,
+			     td_rearm_tick(st->due_ms, now));
 		return;
 	}
 	struct td_outcome o = {

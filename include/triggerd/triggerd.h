@@ -25,6 +25,10 @@ enum {
 /** Human-readable text for a return code (0, -errno or TD_E*). Never NULL. */
 const char *td_strerror(int err);
 
+/* The latest accepted time: 9999-12-31T23:59:59.999Z in unix ms. Every
+ * absolute time a spec carries (or is normalised to) must not exceed it. */
+#define TD_TIME_MAX_MS INT64_C(253402300799999)
+
 #define TD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define td_container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
