@@ -214,8 +214,10 @@ int td_engine_run(struct td_engine *e)
 			td_shard_release_held(s);
 			td_intake_kick(&s->intake);
 		} else {
-			/* Drain: wheel timers still serve Redis reconnects,
-			 * but triggers no longer fire. */
+			/* Drain: the wheel still runs (Redis reconnects are on
+			 * it, and due triggers keep firing into the sink); no
+			 * new submissions are read. Whatever is not flushed by
+			 * the deadline stays stored or pending in Redis. */
 			if (td_sink_idle(&s->sink) || td_mono_ns() >= s->stop_deadline_ns)
 				break;
 			td_wheel_advance(&s->wheel, td_mono_ms());

@@ -30,7 +30,8 @@ enum td_tstate {
 	TD_T_STORING,   /* parsed, HSETNX in flight; not armed yet */
 	TD_T_ACTIVE,    /* stored and waiting */
 	TD_T_HELD,      /* wanted to fire but the sink was full */
-	TD_T_DEAD,      /* cancelled while storing: drop when the store returns */
+	TD_T_DEAD,      /* cancelled while storing: its cancel record follows
+			   the store record; dropped when the store answers */
 };
 
 /*
@@ -116,6 +117,9 @@ struct td_spec {
  */
 int td_spec_parse(const msgpack_object *o, int64_t now_ms, struct td_spec *out,
 		  char *err, size_t errlen);
+
+/** A valid queue name: 1..TD_QUEUE_MAX of [A-Za-z0-9_.:-]. */
+bool td_queue_name_ok(const char *s, size_t n);
 
 /**
  * Build a trigger from a parsed spec: allocate, copy id/queue/meta, run the
@@ -333,8 +337,13 @@ size_t td_events_key(const struct td_engine *e, const char *queue, size_t qlen,
 int td_trigger_activate(struct td_trigger *t);
 /** Remove @t from the table and held list, stop, destroy, free. */
 void td_trigger_end(struct td_trigger *t);
-/** Post a cancelled event (acking @entry) and end @t. */
+/** Post a cancelled event (acking @entry) and end @t. A trigger whose store
+ * is still in flight is marked DEAD: its cancel record is queued behind the
+ * store record, so Redis stores, then removes and posts. */
 int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len);
+/** The store of @t answered @result (1 stored, 0 not, < 0 abandoned at
+ * shutdown): arm it, or drop it. */
+void td_trigger_stored(struct td_trigger *t, long long result);
 /** Give held triggers another go while the sink has room. */
 void td_shard_release_held(struct td_shard *s);
 /** Queue a `rejected` event and the ack of @entry. */

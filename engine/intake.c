@@ -190,20 +190,7 @@ static const redisReply *field(const redisReply *fields, const char *name)
 
 static void stored_cb(struct td_rec *rec, long long result, void *arg)
 {
-	struct td_trigger *t = arg;
-	struct td_shard *s = t->shard;
-	if (result == 1 && t->state == TD_T_STORING) {
-		td_trigger_activate(t);
-		return;
-	}
-	if (result == 0 && t->state == TD_T_STORING) {
-		char esc[600];
-		/* Stored already, but not by us (another instance holds it). */
-		td_info("trigger already active elsewhere; add is a no-op", "\"id\":\"%s\"",
-			td_log_esc(esc, sizeof(esc), td_trigger_idp(t), t->id_len));
-	}
-	td_table_del(&s->table, t);
-	td_trigger_free(t);
+	td_trigger_stored(arg, result);
 }
 
 static void reject(struct td_shard *s, const char *entry, const struct td_spec *spec,
@@ -317,7 +304,7 @@ static void cancel(struct td_shard *s, const char *entry, const redisReply *fiel
 	const redisReply *id = field(fields, "id"), *queue = field(fields, "queue");
 	struct td_spec spec;
 	memset(&spec, 0, sizeof(spec));
-	if (queue && queue->len > 0 && queue->len <= TD_QUEUE_MAX) {
+	if (queue && td_queue_name_ok(queue->str, queue->len)) {
 		spec.queue = queue->str;
 		spec.queue_len = queue->len;
 	}

@@ -6,22 +6,31 @@
  *
  * Records (four string arguments each, after the op letter):
  *
- *   A entry id spec -     store id -> spec unless id is stored (HSETNX
- *                         semantics); XACK submit group entry.
- *                         Result: 1 stored, 0 already active.
+ *   A entry id spec -     store: if XACK of entry acknowledged it (it was
+ *                         still pending), store id -> spec unless id is
+ *                         stored (HSETNX semantics): result 1 stored, 0 not.
+ *                         If the entry was acknowledged already, this is a
+ *                         re-send or a re-read: 1 when the stored spec is
+ *                         byte-identical (this submission stored it), else 0.
  *   F id stream event entry
- *                         if HDEL triggers id removed it: XADD stream * id id
- *                         event event. Then XACK entry if entry != "".
- *                         Result: 1 posted, 0 not active (already fired or
- *                         cancelled: nothing posted).
+ *                         fire once: if id is stored, XADD stream * id id
+ *                         event event, then HDEL id. With an entry (a
+ *                         cancel), only while the entry is pending; it is
+ *                         acked after. Result 1 posted, 0 not active (fired
+ *                         or cancelled already, or the entry was applied).
  *   R id stream event dedupkey
  *                         repeat occurrence: if the trigger is still stored
- *                         and SET dedupkey NX EX ttl succeeds: XADD.
+ *                         and dedupkey does not exist: XADD, then SET dedupkey
+ *                         EX ttl.
  *   J entry stream id event
- *                         reject: if XACK entry acked it (it was pending):
- *                         XADD. A retried J posts nothing twice.
+ *                         reject: while entry is pending, XADD then XACK.
  *   S id spec - -         store without an ack (re-storing after Redis lost
  *                         its data, see recover()).
+ *
+ * Every XADD goes through pcall: one that fails (the events key is not a
+ * stream, say) gives result -1 for its record and changes nothing else for
+ * it (the trigger stays stored, the entry stays pending), instead of
+ * aborting the script half-way with earlier deletes already applied.
  *
  * A batch may be sent with force = 1: F and J then post even when the
  * guard (HDEL / XACK) says the effect was already applied. Only batches
@@ -58,6 +67,14 @@ static const char apply_lua[] =
 	"local trig, sub = KEYS[1], KEYS[2]\n"
 	"local group, ttl, force = ARGV[1], ARGV[2], ARGV[3] == '1'\n"
 	"local out, k, n, i = {}, 0, #ARGV, 4\n"
+	"local function pending(e)\n"
+	"  local p = redis.pcall('XPENDING', sub, group, e, e, 1)\n"
+	"  return type(p) == 'table' and p.err == nil and #p > 0\n"
+	"end\n"
+	"local function post(stream, id, ev)\n"
+	"  local ok = redis.pcall('XADD', stream, '*', 'id', id, 'event', ev)\n"
+	"  return not (type(ok) == 'table' and ok.err)\n"
+	"end\n"
 	"local function run_end(op)\n"
 	"  local j, ids = i, {}\n"
 	"  while j <= n and ARGV[j] == op do\n"
@@ -71,52 +88,66 @@ static const char apply_lua[] =
 	"  if op == 'F' then\n"
 	"    local j, ids = run_end('F')\n"
 	"    local ex = redis.call('HMGET', trig, unpack(ids))\n"
-	"    redis.call('HDEL', trig, unpack(ids))\n"
-	"    local taken, acks = {}, {}\n"
+	"    local taken, del = {}, {}\n"
 	"    for m = 1, #ids do\n"
 	"      local b, id, r = i + (m - 1) * 5, ids[m], 0\n"
-	"      if (ex[m] or force) and not taken[id] then\n"
-	"        taken[id] = true\n"
-	"        redis.call('XADD', ARGV[b + 2], '*', 'id', id, 'event', ARGV[b + 3])\n"
-	"        r = 1\n"
+	"      local e = ARGV[b + 4]\n"
+	"      if (e == '' or force or pending(e)) and (ex[m] or force) and not taken[id] then\n"
+	"        if post(ARGV[b + 2], id, ARGV[b + 3]) then\n"
+	"          taken[id] = true\n"
+	"          del[#del + 1] = id\n"
+	"          r = 1\n"
+	"        else\n"
+	"          r = -1\n"
+	"        end\n"
 	"      end\n"
-	"      if ARGV[b + 4] ~= '' then acks[#acks + 1] = ARGV[b + 4] end\n"
+	"      if e ~= '' and r >= 0 then redis.pcall('XACK', sub, group, e) end\n"
 	"      k = k + 1\n"
 	"      out[k] = r\n"
 	"    end\n"
-	"    if #acks > 0 then redis.pcall('XACK', sub, group, unpack(acks)) end\n"
+	"    if #del > 0 then redis.call('HDEL', trig, unpack(del)) end\n"
 	"    i = j\n"
 	"  elseif op == 'A' then\n"
 	"    local j, ids = run_end('A')\n"
 	"    local ex = redis.call('HMGET', trig, unpack(ids))\n"
-	"    local taken, pairs_, acks = {}, {}, {}\n"
+	"    local taken, pairs_ = {}, {}\n"
 	"    for m = 1, #ids do\n"
 	"      local b, id, r = i + (m - 1) * 5, ids[m], 0\n"
-	"      if not ex[m] and not taken[id] then\n"
-	"        taken[id] = true\n"
-	"        pairs_[#pairs_ + 1] = id\n"
-	"        pairs_[#pairs_ + 1] = ARGV[b + 3]\n"
+	"      local spec = ARGV[b + 3]\n"
+	"      if force or redis.pcall('XACK', sub, group, ARGV[b + 1]) == 1 then\n"
+	"        if not ex[m] and not taken[id] then\n"
+	"          taken[id] = true\n"
+	"          pairs_[#pairs_ + 1] = id\n"
+	"          pairs_[#pairs_ + 1] = spec\n"
+	"          r = 1\n"
+	"        end\n"
+	"      elseif ex[m] == spec then\n"
 	"        r = 1\n"
 	"      end\n"
-	"      acks[#acks + 1] = ARGV[b + 1]\n"
 	"      k = k + 1\n"
 	"      out[k] = r\n"
 	"    end\n"
 	"    if #pairs_ > 0 then redis.call('HSET', trig, unpack(pairs_)) end\n"
-	"    redis.pcall('XACK', sub, group, unpack(acks))\n"
 	"    i = j\n"
 	"  else\n"
 	"    local a, b, c, d, r = ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], 0\n"
 	"    if op == 'R' then\n"
-	"      if redis.call('HEXISTS', trig, a) == 1 and\n"
-	"         redis.call('SET', d, '1', 'NX', 'EX', ttl) then\n"
-	"        redis.call('XADD', b, '*', 'id', a, 'event', c)\n"
-	"        r = 1\n"
+	"      if redis.call('HEXISTS', trig, a) == 1 and redis.call('EXISTS', d) == 0 then\n"
+	"        if post(b, a, c) then\n"
+	"          redis.call('SET', d, '1', 'EX', ttl)\n"
+	"          r = 1\n"
+	"        else\n"
+	"          r = -1\n"
+	"        end\n"
 	"      end\n"
 	"    elseif op == 'J' then\n"
-	"      if redis.pcall('XACK', sub, group, a) == 1 or force then\n"
-	"        redis.call('XADD', b, '*', 'id', c, 'event', d)\n"
-	"        r = 1\n"
+	"      if force or pending(a) then\n"
+	"        if post(b, c, d) then\n"
+	"          redis.pcall('XACK', sub, group, a)\n"
+	"          r = 1\n"
+	"        else\n"
+	"          r = -1\n"
+	"        end\n"
 	"      end\n"
 	"    elseif op == 'S' then\n"
 	"      r = redis.call('HSETNX', trig, a, b)\n"
@@ -306,7 +337,19 @@ static void batch_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 		struct td_rec *next = r->next;
 		long long v = rep->element[i]->type == REDIS_REPLY_INTEGER ?
 			rep->element[i]->integer : 0;
-		if (r->op == 'F' || r->op == 'R' || r->op == 'J') {
+		if (v < 0) {
+			/* The first two args of F/R and the second of J name the
+			 * stream; the id is first for F/R, third for J. */
+			const char *a0 = r->data, *a1 = a0 + r->len[0], *a2 = a1 + r->len[1];
+			const char *id = r->op == 'J' ? a2 : a0;
+			size_t idl = r->op == 'J' ? r->len[2] : r->len[0];
+			char e1[300], e2[300];
+			k->errors++;
+			td_error("event could not be posted; trigger left stored (is the events key a stream?)",
+				 "\"op\":\"%c\",\"id\":\"%s\",\"stream\":\"%s\"", r->op,
+				 td_log_esc(e1, sizeof(e1), id, idl),
+				 td_log_esc(e2, sizeof(e2), a1, r->len[1]));
+		} else if (r->op == 'F' || r->op == 'R' || r->op == 'J') {
 			if (v == 1)
 				k->posted++;
 			else
@@ -424,9 +467,12 @@ static void script_loaded_cb(redisAsyncContext *ac, void *reply, void *priv)
 		return; /* disconnected; loaded again on reconnect */
 	if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
 		char esc[512];
-		td_error("SCRIPT LOAD failed", "\"error\":\"%s\"",
+		td_error("SCRIPT LOAD failed; reconnecting to try again", "\"error\":\"%s\"",
 			 rep->type == REDIS_REPLY_ERROR ?
 			 td_log_esc(esc, sizeof(esc), rep->str, rep->len) : "unexpected reply");
+		/* Without the script nothing can be written: start over (with
+		 * backoff) rather than wait for a disconnect that may not come. */
+		td_redis_reset(k->conn, "SCRIPT LOAD failed");
 		return;
 	}
 	memcpy(k->sha, rep->str, 40);

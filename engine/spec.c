@@ -53,7 +53,7 @@ static int get_ms(const msgpack_object *o, const char *field, int64_t *out,
 	return 0;
 }
 
-static bool queue_name_ok(const char *s, size_t n)
+bool td_queue_name_ok(const char *s, size_t n)
 {
 	if (n == 0 || n > TD_QUEUE_MAX)
 		return false;
@@ -160,7 +160,7 @@ int td_spec_parse(const msgpack_object *o, int64_t now_ms, struct td_spec *out,
 	out->id_len = id->via.str.size;
 	if (queue) {
 		if (queue->type != MSGPACK_OBJECT_STR ||
-		    !queue_name_ok(queue->via.str.ptr, queue->via.str.size)) {
+		    !td_queue_name_ok(queue->via.str.ptr, queue->via.str.size)) {
 			snprintf(err, errlen,
 				 "queue: expected 1..%d characters of [A-Za-z0-9_.:-]",
 				 TD_QUEUE_MAX);

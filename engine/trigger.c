@@ -338,7 +338,8 @@ void td_shard_release_held(struct td_shard *s)
 		td_info("held firings released", "\"held_total\":%llu", s->stats.held);
 }
 
-int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
+/* Queue the 'F' record posting @t's cancelled event and acking @entry. */
+static int push_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
 {
 	struct td_shard *s = t->shard;
 	struct td_engine *e = s->eng;
@@ -351,16 +352,48 @@ int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
 					s->scratch.data, s->scratch.size, entry, entry_len);
 	if (!rec)
 		return -ENOMEM;
-	/* Queued after this trigger's 'A' record if that is still in flight,
-	 * so Redis stores it, then removes it and posts the cancel. */
 	td_sink_push(&s->sink, rec);
 	s->stats.fired[TD_CANCELLED]++;
+	return 0;
+}
+
+int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
+{
+	int rc = push_cancel(t, entry, entry_len);
+	if (rc)
+		return rc;
+	/* Still storing: the record just queued runs after the store record
+	 * (same connection, in order), so Redis stores the trigger, then
+	 * removes it and posts the cancel. Known gap: an error reply to the
+	 * store's batch alone (e.g. -BUSY that ends before the next batch)
+	 * would let the cancel run first; see docs/protocol.md. */
 	if (t->state == TD_T_STORING) {
 		t->state = TD_T_DEAD;
 		return 0;
 	}
 	td_trigger_end(t);
 	return 0;
+}
+
+void td_trigger_stored(struct td_trigger *t, long long result)
+{
+	struct td_shard *s = t->shard;
+	if (t->state == TD_T_STORING && result == 1) {
+		td_trigger_activate(t);
+		return;
+	}
+	if (t->state == TD_T_STORING && result == 0) {
+		char esc[600];
+		/* Stored already, not by this submission: another instance (or
+		 * an earlier submission of the same id) holds it. */
+		td_info("trigger already active elsewhere; add is a no-op", "\"id\":\"%s\"",
+			td_log_esc(esc, sizeof(esc), td_trigger_idp(t), t->id_len));
+	}
+	/* Only if it is still the table's entry for its id (a later add may
+	 * have replaced a dead one). */
+	if (td_table_get(&s->table, td_trigger_idp(t), t->id_len) == t)
+		td_table_del(&s->table, t);
+	td_trigger_free(t);
 }
 
 void td_post_rejected(struct td_shard *s, const char *entry, const char *id,

@@ -92,10 +92,83 @@ static void store_runs_and_duplicates(void **state)
 	assert_string_equal(r->str, "spec-x1"); /* the first one won */
 	freeReplyObject(r);
 	assert_int_equal(harness_pending(h), 1); /* three acked, entry[3] not */
-	/* Re-applying the batch changes nothing. */
+	/* Re-applying the batch (a re-send after a lost reply) changes
+	 * nothing, and reports as stored exactly the records whose spec is
+	 * the stored one: those this batch stored the first time. */
 	apply(h, recs, 3, res);
-	assert_int_equal(res[0] + res[1] + res[2], 0);
+	assert_int_equal(res[0], 1);
+	assert_int_equal(res[1], 0);
+	assert_int_equal(res[2], 1);
 	assert_int_equal(redis_int(h, "HLEN td:triggers"), 2);
+	r = redisCommand(h->c, "HGET td:triggers x");
+	assert_string_equal(r->str, "spec-x1");
+	freeReplyObject(r);
+}
+
+/* A submission applied once is never applied again by a re-read of its
+ * entry, whatever else happened in between. */
+static void entries_gate_their_effect(void **state)
+{
+	struct harness *h = *state;
+	pending(h, 3);
+	const struct rec first[] = {
+		{"A", entry[0], "g", "spec-g", ""},
+		{"F", "g", "td:events", "cancelled-g", entry[1]}, /* cancel */
+	};
+	long long res[2];
+	apply(h, first, 2, res);
+	assert_int_equal(res[0], 1);
+	assert_int_equal(res[1], 1);
+	assert_int_equal(redis_int(h, "XLEN td:events"), 1);
+	/* The same two entries read again (a reconnect re-read the PEL before
+	 * the first records were applied): neither may act again. */
+	const struct rec again[] = {
+		{"A", entry[0], "g", "spec-g2", ""},
+		{"F", "g", "td:events", "cancelled-g", entry[1]},
+	};
+	apply(h, again, 2, res);
+	assert_int_equal(res[0], 0);
+	assert_int_equal(res[1], 0);
+	assert_int_equal(redis_int(h, "HEXISTS td:triggers g"), 0);
+	assert_int_equal(redis_int(h, "XLEN td:events"), 1);
+	/* A cancel whose entry was applied must not delete a trigger stored
+	 * since (same id, added again by a later submission). */
+	const struct rec readd[] = {{"A", entry[2], "g", "spec-g3", ""}};
+	apply(h, readd, 1, res);
+	assert_int_equal(res[0], 1);
+	apply(h, again + 1, 1, res);
+	assert_int_equal(res[0], 0);
+	assert_int_equal(redis_int(h, "HEXISTS td:triggers g"), 1);
+}
+
+/* An XADD that fails (the events key is not a stream) fails only its own
+ * record: nothing is deleted or acked for it, the rest of the run applies. */
+static void failed_post_changes_nothing(void **state)
+{
+	struct harness *h = *state;
+	pending(h, 2);
+	redisReply *r = redisCommand(h->c, "SET td:events:bad oops");
+	freeReplyObject(r);
+	r = redisCommand(h->c, "HSET td:triggers p1 1 p2 1 p3 1 rp 1");
+	freeReplyObject(r);
+	const struct rec recs[] = {
+		{"F", "p1", "td:events", "e1", ""},
+		{"F", "p2", "td:events:bad", "e2", ""},
+		{"F", "p3", "td:events", "e3", entry[0]},
+		{"J", entry[1], "td:events:bad", "j", "ej"},
+		{"R", "rp", "td:events:bad", "er", "td:seen:rp:1"},
+	};
+	long long res[5];
+	apply(h, recs, 5, res);
+	long long want[] = {1, -1, 1, -1, -1};
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(res[i], want[i]);
+	assert_int_equal(redis_int(h, "HEXISTS td:triggers p1"), 0);
+	assert_int_equal(redis_int(h, "HEXISTS td:triggers p2"), 1); /* kept */
+	assert_int_equal(redis_int(h, "HEXISTS td:triggers p3"), 0);
+	assert_int_equal(redis_int(h, "XLEN td:events"), 2);
+	assert_int_equal(harness_pending(h), 1);                   /* J's entry */
+	assert_int_equal(redis_int(h, "EXISTS td:seen:rp:1"), 0);   /* retryable */
 }
 
 static void fire_once_in_a_run(void **state)
@@ -201,6 +274,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(mixed_sequence_in_order, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(repeat_and_reject, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(force_and_restore, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(entries_gate_their_effect, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(failed_post_changes_nothing, harness_setup, harness_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
