@@ -545,23 +545,35 @@ static int close_container(struct parser *ps, size_t idx, size_t count,
 	return 0;
 }
 
-static int parse_array(struct parser *ps, int depth)
+/* An array, or with @map an object: the same loop, plus keys for objects. */
+static int parse_container(struct parser *ps, int depth, bool map)
 {
 	const unsigned char *open = ps->p;
+	const unsigned char close = map ? '}' : ']';
 	size_t idx, count = 0;
 	int rc;
 
 	if (depth > TD_JSON_MAX_DEPTH)
 		return fail(ps, open, "nesting deeper than %d", TD_JSON_MAX_DEPTH);
-	if ((rc = open_container(ps, false, &idx)))
+	if ((rc = open_container(ps, map, &idx)))
 		return rc;
 	ps->p++;
 	skip_ws(ps);
-	if (ps->p < ps->end && *ps->p == ']') {
+	if (ps->p < ps->end && *ps->p == close) {
 		ps->p++;
 		return close_container(ps, idx, 0, open);
 	}
 	for (;;) {
+		if (map) {
+			if (ps->p == ps->end || *ps->p != '"')
+				return fail_found(ps, "expected a string key in object");
+			if ((rc = parse_string(ps)))
+				return rc;
+			skip_ws(ps);
+			if (ps->p == ps->end || *ps->p != ':')
+				return fail_found(ps, "expected ':' after object key");
+			ps->p++;
+		}
 		if ((rc = parse_value(ps, depth)))
 			return rc;
 		count++;
@@ -569,59 +581,16 @@ static int parse_array(struct parser *ps, int depth)
 		if (ps->p < ps->end && *ps->p == ',') {
 			const unsigned char *comma = ps->p++;
 			skip_ws(ps);
-			if (ps->p < ps->end && *ps->p == ']')
-				return fail(ps, comma, "trailing comma in array");
+			if (ps->p < ps->end && *ps->p == close)
+				return fail(ps, comma, "trailing comma in %s", map ? "object" : "array");
 			continue;
 		}
-		if (ps->p < ps->end && *ps->p == ']') {
+		if (ps->p < ps->end && *ps->p == close) {
 			ps->p++;
 			return close_container(ps, idx, count, open);
 		}
-		return fail_found(ps, "expected ',' or ']' in array");
-	}
-}
-
-static int parse_object(struct parser *ps, int depth)
-{
-	const unsigned char *open = ps->p;
-	size_t idx, count = 0;
-	int rc;
-
-	if (depth > TD_JSON_MAX_DEPTH)
-		return fail(ps, open, "nesting deeper than %d", TD_JSON_MAX_DEPTH);
-	if ((rc = open_container(ps, true, &idx)))
-		return rc;
-	ps->p++;
-	skip_ws(ps);
-	if (ps->p < ps->end && *ps->p == '}') {
-		ps->p++;
-		return close_container(ps, idx, 0, open);
-	}
-	for (;;) {
-		if (ps->p == ps->end || *ps->p != '"')
-			return fail_found(ps, "expected a string key in object");
-		if ((rc = parse_string(ps)))
-			return rc;
-		skip_ws(ps);
-		if (ps->p == ps->end || *ps->p != ':')
-			return fail_found(ps, "expected ':' after object key");
-		ps->p++;
-		if ((rc = parse_value(ps, depth)))
-			return rc;
-		count++;
-		skip_ws(ps);
-		if (ps->p < ps->end && *ps->p == ',') {
-			const unsigned char *comma = ps->p++;
-			skip_ws(ps);
-			if (ps->p < ps->end && *ps->p == '}')
-				return fail(ps, comma, "trailing comma in object");
-			continue;
-		}
-		if (ps->p < ps->end && *ps->p == '}') {
-			ps->p++;
-			return close_container(ps, idx, count, open);
-		}
-		return fail_found(ps, "expected ',' or '}' in object");
+		return fail_found(ps, map ? "expected ',' or '}' in object" :
+					    "expected ',' or ']' in array");
 	}
 }
 
@@ -633,9 +602,9 @@ static int parse_value(struct parser *ps, int depth)
 		return fail_found(ps, "expected a value");
 	switch (*ps->p) {
 	case '{':
-		return parse_object(ps, depth + 1);
+		return parse_container(ps, depth + 1, true);
 	case '[':
-		return parse_array(ps, depth + 1);
+		return parse_container(ps, depth + 1, false);
 	case '"':
 		return parse_string(ps);
 	case 't':
