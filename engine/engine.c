@@ -16,6 +16,7 @@
 
 #include "clock.h"
 #include "engine_i.h"
+#include "triggerd/http_client.h"
 #include "triggerd/log.h"
 
 #define RING_ENTRIES 1024
@@ -32,6 +33,8 @@ void td_config_defaults(struct td_config *c)
 	c->shutdown_ms = 5000;
 	/* About 100 us of cache-missing list moves at ~100 ns each. */
 	c->precascade_budget = 1024;
+	c->http.max_host_connections = 6;
+	c->http.max_total_connections = 256;
 }
 
 const char *td_strerror(int err)
@@ -48,6 +51,22 @@ const char *td_strerror(int err)
 	case TD_ETOOBIG: return "too big";
 	}
 	return err < 0 && err > -4000 ? strerror(-err) : "unknown error";
+}
+
+struct td_http *td_shard_http(struct td_shard *s)
+{
+	return s->http;
+}
+
+uint64_t td_shard_rand(struct td_shard *s)
+{
+	/* xorshift64*: jitter only, not for anything secret. */
+	uint64_t x = s->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	s->rng = x;
+	return x * 0x2545f4914f6cdd1dULL;
 }
 
 static void writer_up(struct td_redis *r)
@@ -144,6 +163,9 @@ static int shard_init(struct td_engine *e, struct td_shard *s, unsigned index)
 	if ((rc = td_sink_init(&s->sink, s, &s->writer, e->cfg.sink_max, e->cfg.batch_max)))
 		return rc;
 	s->intake.shard = s;
+	if ((rc = td_http_new(&s->http, &s->reactor, &s->wheel, &e->cfg.http)))
+		return rc;
+	s->rng = (uint64_t)td_mono_ns() * 0x9e3779b97f4a7c15ULL | 1;
 	td_timer_init(&s->stats_timer, stats_cb);
 	td_wheel_add(&s->wheel, &s->stats_timer, td_mono_ms() + STATS_INTERVAL_MS);
 
@@ -254,6 +276,7 @@ void td_engine_finish(struct td_engine *e)
 	s->stopping = true;
 	td_redis_close(&s->writer);
 	td_sink_finish(&s->sink);
+	/* Triggers first (they cancel their requests), then the client. */
 	for (size_t i = 0; i < s->table.nbuckets; i++) {
 		struct td_trigger *t = s->table.buckets[i];
 		while (t) {
@@ -265,6 +288,8 @@ void td_engine_finish(struct td_engine *e)
 		}
 	}
 	td_table_finish(&s->table);
+	td_http_free(s->http);
+	s->http = NULL;
 	/* Let cancelled polls complete so adapter state is freed. */
 	for (int i = 0; i < 8; i++)
 		if (td_reactor_run_once(&s->reactor, 1000000) <= 0)

@@ -14,6 +14,7 @@
 #include <sys/signalfd.h>
 
 #include "reactor.h"
+#include "triggerd/http_client.h"
 #include "triggerd/addr.h"
 #include "triggerd/kind.h"
 #include "triggerd/triggerd.h"
@@ -285,6 +286,7 @@ struct td_config {
 	unsigned dedup_ttl_s;
 	unsigned shutdown_ms;
 	unsigned precascade_budget;   /* timers per idle step; 0: off */
+	struct td_http_limits http;   /* curl connection limits */
 };
 
 struct td_stats {
@@ -303,6 +305,8 @@ struct td_shard {
 	struct td_redis reader;       /* XREADGROUP BLOCK lives alone here */
 	struct td_sink sink;
 	struct td_intake intake;
+	struct td_http *http;         /* curl multi on the reactor */
+	uint64_t rng;                 /* xorshift state for jitter */
 	struct td_trigger *held_head, *held_tail;
 	struct td_op sig_op;
 	int sigfd;

@@ -7,6 +7,7 @@
 
 static const struct td_kind *const kinds[] = {
 	&td_kind_timer,
+	&td_kind_http,
 };
 
 const struct td_kind *td_kind_find(const char *name, size_t len)

@@ -5,6 +5,7 @@
  * 3 the private redis-server could not be started.
  */
 #include <errno.h>
+#include <curl/curl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -251,6 +252,11 @@ int main(int argc, char **argv)
 			cfg.redis.path);
 	}
 
+	/* Once, before any thread (curl's resolver threads included). */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		td_error("curl_global_init failed", NULL);
+		return 1;
+	}
 	struct td_engine *e = calloc(1, sizeof(*e));
 	int code = 1;
 	if (!e)
@@ -259,6 +265,7 @@ int main(int argc, char **argv)
 		code = td_engine_run(e);
 	td_engine_finish(e);
 	free(e);
+	curl_global_cleanup();
 	if (redis_pid > 0) {
 		kill(redis_pid, SIGTERM);
 		waitpid(redis_pid, NULL, 0);

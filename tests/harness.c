@@ -254,6 +254,12 @@ static void parse_event(const char *bytes, size_t len, struct event *ev)
 			else if (!strcmp(key, "fired_at_ms")) ev->fired_at_ms = v->via.i64;
 			else if (!strcmp(key, "due_at_ms")) ev->due_at_ms = v->via.i64;
 			else if (!strcmp(key, "seq")) ev->seq = v->via.u64;
+			else if (!strcmp(key, "payload")) {
+				struct td_buf b = TD_BUF_INIT;
+				if (td_msgpack_to_json(v, &b) == 0)
+					snprintf(ev->payload_json, sizeof(ev->payload_json), "%s", b.data);
+				td_buf_finish(&b);
+			}
 			else if (!strcmp(key, "meta")) {
 				struct td_buf b = TD_BUF_INIT;
 				ev->has_meta = true;

@@ -34,6 +34,7 @@ struct event {
 	uint64_t seq;          /* 0 when absent */
 	bool has_meta;
 	char meta_json[256];
+	char payload_json[1024];   /* "null" when nil */
 };
 
 /** Make the temp dir and start redis-server (aof: persistent). 0 or -1. */

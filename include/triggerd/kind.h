@@ -31,6 +31,7 @@
 
 struct td_trigger;
 struct td_shard;
+struct td_http;
 
 struct td_kind {
 	const char *name;
@@ -70,6 +71,10 @@ struct td_trigger *td_trigger_from_state(void *state);
 /** The trigger's shard (for its wheel and reactor). */
 struct td_shard *td_trigger_shard(const struct td_trigger *t);
 struct td_wheel *td_shard_wheel(struct td_shard *s);
+/** The shard's HTTP client (curl multi on the reactor). */
+struct td_http *td_shard_http(struct td_shard *s);
+/** A pseudo-random 64-bit value from the shard's generator (jitter). */
+uint64_t td_shard_rand(struct td_shard *s);
 /** True when the spec asked for `repeat`. */
 bool td_trigger_repeat(const struct td_trigger *t);
 /** The trigger id (not NUL-terminated) and its length. */
@@ -91,5 +96,6 @@ const struct td_kind *td_kind_find(const char *name, size_t len);
 
 /* The kinds (triggers/<name>.c). */
 extern const struct td_kind td_kind_timer;
+extern const struct td_kind td_kind_http;
 
 #endif

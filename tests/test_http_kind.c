@@ -1,0 +1,170 @@
+/*
+ * The http trigger kind end to end: real redis-server, real triggerd, and
+ * a real HTTP server on loopback (tests/httpd.c, in this process).
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "httpd.h"
+
+struct env {
+	struct harness *h;
+	struct httpd srv;
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	void *hs;
+	if (harness_setup(&hs) != 0 || httpd_start(&e->srv) != 0)
+		return -1;
+	e->h = hs;
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+	void *hs = e->h;
+	harness_teardown(&hs);
+	httpd_stop(&e->srv);
+	free(e);
+	return 0;
+}
+
+static void submitf(struct harness *h, const char *fmt, ...)
+{
+	char doc[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(doc, sizeof(doc), fmt, ap);
+	va_end(ap);
+	assert_int_equal(submit_json(h, doc), 0);
+}
+
+/* 503 until flipped, then 200 with a JSON body: every waiting trigger
+ * fires exactly once, with the response as payload. */
+static void fires_once_when_flipped(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	enum { N = 50 };
+	httpd_set(&e->srv, 503, "{\"state\":\"busy\"}", 0);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	for (int i = 0; i < N; i++)
+		submitf(h, "{\"id\":\"p%02d\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/status\","
+			   "\"interval_ms\":200,\"json_pointer\":\"/state\",\"equals\":\"done\"},\"meta\":{\"n\":%d}}",
+			i, e->srv.port, i);
+	sleep_ms(800);
+	struct event ev[N + 5];
+	assert_int_equal(read_events(h, ev, 5, 100), 0); /* nothing yet */
+	assert_true(atomic_load(&e->srv.requests) >= N);
+	assert_true(log_contains(h, "http poll failed; retrying with backoff"));
+	httpd_set(&e->srv, 200, "{\"state\":\"done\",\"n\":1}", 0);
+	/* 503s back off (200, 400, 800 ms ...): allow a few seconds. */
+	assert_int_equal(wait_events(h, ev, N, 8000), N);
+	unsigned char seen[N] = {0};
+	for (int i = 0; i < N; i++) {
+		assert_string_equal(ev[i].status, "success");
+		assert_string_equal(ev[i].kind, "http");
+		int k = atoi(ev[i].id + 1);
+		assert_int_equal(seen[k]++, 0);
+		assert_non_null(strstr(ev[i].payload_json, "\"status\":200"));
+		assert_non_null(strstr(ev[i].payload_json, "\"body\":\"{\\\"state\\\":\\\"done\\\",\\\"n\\\":1}\""));
+		assert_non_null(strstr(ev[i].payload_json, "\"content-type\":\"application/json\""));
+		assert_non_null(strstr(ev[i].payload_json, "\"truncated\":false"));
+	}
+	assert_int_equal(read_events(h, ev, 5, 600), 0); /* no second firing */
+	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
+}
+
+static void failure_regex_timeout_and_rejects(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	int port = e->srv.port;
+	httpd_set(&e->srv, 200, "not yet", 0);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	submitf(h, "{\"id\":\"re\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/r\","
+		   "\"interval_ms\":100,\"body_regex\":\"READY: \\\\d+\"}}", port);
+	/* refused connection: retried, then the engine's timeout ends it */
+	submitf(h, "{\"id\":\"down\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:1/\","
+		   "\"interval_ms\":100},\"timeout_ms\":700}");
+	submitf(h, "{\"id\":\"badurl\",\"kind\":\"http\",\"args\":{\"url\":\"http://exa mple.com/\"}}");
+	submitf(h, "{\"id\":\"ftp\",\"kind\":\"http\",\"args\":{\"url\":\"ftp://example.com/\"}}");
+	submitf(h, "{\"id\":\"badre\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/\",\"body_regex\":\"(unclosed\"}}", port);
+	submitf(h, "{\"id\":\"noeq\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/\",\"json_pointer\":\"/a\"}}", port);
+	submitf(h, "{\"id\":\"hdr\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/\",\"headers\":{\"X\":\"a\\r\\nInjected: 1\"}}}", port);
+	submitf(h, "{\"id\":\"slow\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/\",\"interval_ms\":50}}", port);
+	struct event ev[16];
+	/* six rejections, in submission order */
+	assert_int_equal(wait_events(h, ev, 6, 3000), 6);
+	const char *want[][2] = {
+		{"badurl", "args.url: "}, {"ftp", "args.url: only http:// and https://"},
+		{"badre", "args.body_regex: missing closing parenthesis"},
+		{"noeq", "json_pointer and equals go together"}, {"hdr", "no CR or LF"},
+		{"slow", "args.interval_ms: expected an integer 100.."},
+	};
+	for (int i = 0; i < 6; i++) {
+		assert_string_equal(ev[i].status, "rejected");
+		assert_string_equal(ev[i].id, want[i][0]);
+		if (!strstr(ev[i].error, want[i][1]))
+			fail_msg("%s: '%s' lacks '%s'", ev[i].id, ev[i].error, want[i][1]);
+	}
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].id, "down");
+	assert_string_equal(ev[0].status, "timeout");
+	httpd_set(&e->srv, 200, "status READY: 42", 0);
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].id, "re");
+	assert_string_equal(ev[0].status, "success");
+	/* failure_status ends the trigger with a failure event */
+	httpd_set(&e->srv, 401, "{\"error\":\"token expired\"}", 0);
+	submitf(h, "{\"id\":\"auth\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/\","
+		   "\"interval_ms\":100,\"failure_status\":[401,403]}}", port);
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].id, "auth");
+	assert_string_equal(ev[0].status, "failure");
+	assert_string_equal(ev[0].error, "HTTP 401 is a failure status");
+	assert_non_null(strstr(ev[0].payload_json, "\"status\":401"));
+}
+
+/* A stored http trigger survives a restart and keeps polling. */
+static void survives_restart(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	httpd_set(&e->srv, 404, "", 0);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	submitf(h, "{\"id\":\"r1\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/x\","
+		   "\"method\":\"post\",\"body\":\"{}\",\"headers\":{\"Authorization\":\"Bearer t\"},"
+		   "\"interval_ms\":100,\"success_status\":[204]}}", e->srv.port);
+	sleep_ms(400);
+	assert_int_equal(harness_td_stop(h, SIGTERM), 0);
+	assert_int_equal(redis_int(h, "HLEN td:triggers"), 1);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	httpd_set(&e->srv, 204, "", 0);
+	struct event ev[2];
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].id, "r1");
+	assert_string_equal(ev[0].status, "success");
+	assert_non_null(strstr(ev[0].payload_json, "\"status\":204"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(fires_once_when_flipped, setup, teardown),
+		cmocka_unit_test_setup_teardown(failure_regex_timeout_and_rejects, setup, teardown),
+		cmocka_unit_test_setup_teardown(survives_restart, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,640 @@
+/*
+ * Kind "http": poll a URL until it answers a condition.
+ *
+ * args:
+ *   url                 http(s) URL (required for now; conn + endpoint
+ *                       come with named connections)
+ *   method              GET (default), POST, PUT, PATCH, DELETE, HEAD
+ *   headers             map of string -> string
+ *   body                string, sent with the request
+ *   interval_ms         between polls (default 5000, >= 100), +-10% jitter
+ *   request_timeout_ms  per request (default 10000)
+ *   success_status      array of statuses counted as success (default 2xx)
+ *   failure_status      array of statuses that end the trigger (failure)
+ *   body_regex          PCRE2 pattern the body must match (with success)
+ *   json_pointer+equals RFC 6901 pointer into the JSON body, and the value
+ *                       it must equal (any JSON/msgpack value)
+ *   max_body            payload body cap in bytes (default 65536)
+ *
+ * Transport errors and 5xx (not listed as success) are retried with
+ * exponential backoff: interval * 2^(n-1), capped at 5 minutes.
+ *
+ * Success payload: {"status", "headers": {content-type, etag,
+ * last-modified, location: those present}, "body", "truncated"}.
+ *
+ * The validated args are stored verbatim (nothing in them is relative).
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "triggerd/codec.h"
+#include "triggerd/http_client.h"
+#include "triggerd/kind.h"
+#include "triggerd/log.h"
+#include "triggerd/triggerd.h"
+
+#define DEFAULT_INTERVAL_MS 5000
+#define MIN_INTERVAL_MS 100
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_MAX_BODY 65536
+#define MAX_MAX_BODY (16 * 1024 * 1024)
+#define BACKOFF_MAX_MS 300000
+#define REGEX_MATCH_LIMIT 1000000 /* bounds backtracking on hostile input */
+
+struct conf {
+	char *args_mp;             /* the validated args, stored verbatim */
+	size_t args_len;
+	char *url;
+	char *method;
+	struct curl_slist *headers;
+	char *body;
+	size_t body_len;
+	int64_t interval_ms;
+	long timeout_ms;
+	size_t max_body;
+	uint16_t *ok_status, *fail_status;
+	uint32_t n_ok, n_fail;
+	pcre2_code *re;
+	pcre2_match_context *mctx;
+	char *pointer;
+	char *equals_mp;           /* msgpack of the expected value */
+	size_t equals_len;
+};
+
+struct poll;
+
+struct http_state {
+	struct td_timer node;      /* next poll / backoff */
+	struct conf *conf;
+	struct poll *poll;         /* in flight, NULL when idle */
+	uint32_t failures;         /* consecutive transport errors / 5xx */
+	uint32_t polls;
+};
+
+/* A request in flight; outlives its trigger if the trigger is stopped
+ * meanwhile (it is cancelled then, and freed at once). */
+struct poll {
+	struct td_http_req req;
+	struct td_trigger *t;
+};
+
+static bool key_is(const msgpack_object *k, const char *s)
+{
+	size_t n = strlen(s);
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+	       memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+static char *dup_str(const msgpack_object *o)
+{
+	char *p = malloc(o->via.str.size + 1);
+	if (p) {
+		memcpy(p, o->via.str.ptr, o->via.str.size);
+		p[o->via.str.size] = '\0';
+	}
+	return p;
+}
+
+static void conf_free(struct conf *c)
+{
+	if (!c)
+		return;
+	free(c->args_mp);
+	free(c->url);
+	free(c->method);
+	curl_slist_free_all(c->headers);
+	free(c->body);
+	free(c->ok_status);
+	free(c->fail_status);
+	pcre2_code_free(c->re);
+	pcre2_match_context_free(c->mctx);
+	free(c->pointer);
+	free(c->equals_mp);
+	free(c);
+}
+
+__attribute__((format(printf, 3, 4)))
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return TD_EINVAL_SPEC;
+}
+
+static int get_statuses(const msgpack_object *v, const char *name, uint16_t **out,
+			uint32_t *n, char *err, size_t errlen)
+{
+	if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
+	    v->via.array.size > 100)
+		return bad(err, errlen, "args.%s: expected an array of 1..100 HTTP statuses", name);
+	*out = calloc(v->via.array.size, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < v->via.array.size; i++) {
+		const msgpack_object *e = &v->via.array.ptr[i];
+		if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 < 100 ||
+		    e->via.u64 > 599)
+			return bad(err, errlen, "args.%s: statuses must be integers 100..599", name);
+		(*out)[i] = (uint16_t)e->via.u64;
+	}
+	*n = v->via.array.size;
+	return 0;
+}
+
+static int get_ms(const msgpack_object *v, const char *name, int64_t lo, int64_t hi,
+		  int64_t *out, char *err, size_t errlen)
+{
+	if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < (uint64_t)lo ||
+	    v->via.u64 > (uint64_t)hi) {
+		snprintf(err, errlen, "args.%s: expected an integer %lld..%lld", name,
+			 (long long)lo, (long long)hi);
+		return TD_EINVAL_SPEC;
+	}
+	*out = (int64_t)v->via.u64;
+	return 0;
+}
+
+static int parse_conf(struct conf *c, const msgpack_object *args, char *err, size_t errlen)
+{
+	const msgpack_object *equals = NULL;
+	int rc;
+	int64_t v;
+	c->interval_ms = DEFAULT_INTERVAL_MS;
+	c->timeout_ms = DEFAULT_TIMEOUT_MS;
+	c->max_body = DEFAULT_MAX_BODY;
+	if (args->type != MSGPACK_OBJECT_MAP)
+		return bad(err, errlen, "args: required: %s", "url");
+	for (uint32_t i = 0; i < args->via.map.size; i++) {
+		const msgpack_object *k = &args->via.map.ptr[i].key;
+		const msgpack_object *val = &args->via.map.ptr[i].val;
+		if (key_is(k, "url")) {
+			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size == 0 ||
+			    val->via.str.size > 8192)
+				return bad(err, errlen, "args.%s: expected a URL string", "url");
+			if (!(c->url = dup_str(val)))
+				return -ENOMEM;
+			if (strncasecmp(c->url, "http://", 7) && strncasecmp(c->url, "https://", 8))
+				return bad(err, errlen, "args.%s: only http:// and https:// URLs", "url");
+			CURLU *u = curl_url();
+			CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, c->url, 0) : CURLUE_OUT_OF_MEMORY;
+			curl_url_cleanup(u);
+			if (uc != CURLUE_OK) {
+				snprintf(err, errlen, "args.url: %s", curl_url_strerror(uc));
+				return TD_EINVAL_SPEC;
+			}
+		} else if (key_is(k, "method")) {
+			static const char *const ok[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
+			bool found = false;
+			if (val->type == MSGPACK_OBJECT_STR)
+				for (size_t j = 0; j < TD_ARRAY_LEN(ok); j++)
+					found |= val->via.str.size == strlen(ok[j]) &&
+						 !strncasecmp(val->via.str.ptr, ok[j], strlen(ok[j]));
+			if (!found)
+				return bad(err, errlen, "args.%s: expected GET, POST, PUT, PATCH, DELETE or HEAD", "method");
+			if (!(c->method = dup_str(val)))
+				return -ENOMEM;
+			for (char *p = c->method; *p; p++)
+				*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+		} else if (key_is(k, "headers")) {
+			if (val->type != MSGPACK_OBJECT_MAP)
+				return bad(err, errlen, "args.%s: expected a map of strings", "headers");
+			for (uint32_t j = 0; j < val->via.map.size; j++) {
+				const msgpack_object *hk = &val->via.map.ptr[j].key;
+				const msgpack_object *hv = &val->via.map.ptr[j].val;
+				if (hk->type != MSGPACK_OBJECT_STR || hv->type != MSGPACK_OBJECT_STR ||
+				    hk->via.str.size == 0 || hk->via.str.size + hv->via.str.size > 8000)
+					return bad(err, errlen, "args.%s: expected a map of strings", "headers");
+				char line[8200];
+				snprintf(line, sizeof(line), "%.*s: %.*s", (int)hk->via.str.size,
+					 hk->via.str.ptr, (int)hv->via.str.size, hv->via.str.ptr);
+				if (strpbrk(line, "\r\n"))
+					return bad(err, errlen, "args.%s: no CR or LF in header names or values", "headers");
+				struct curl_slist *l = curl_slist_append(c->headers, line);
+				if (!l)
+					return -ENOMEM;
+				c->headers = l;
+			}
+		} else if (key_is(k, "body")) {
+			if (val->type != MSGPACK_OBJECT_STR)
+				return bad(err, errlen, "args.%s: expected a string", "body");
+			if (!(c->body = dup_str(val)))
+				return -ENOMEM;
+			c->body_len = val->via.str.size;
+		} else if (key_is(k, "interval_ms")) {
+			if ((rc = get_ms(val, "interval_ms", MIN_INTERVAL_MS, 86400000, &v, err, errlen)))
+				return rc;
+			c->interval_ms = v;
+		} else if (key_is(k, "request_timeout_ms")) {
+			if ((rc = get_ms(val, "request_timeout_ms", 1, 600000, &v, err, errlen)))
+				return rc;
+			c->timeout_ms = (long)v;
+		} else if (key_is(k, "max_body")) {
+			if ((rc = get_ms(val, "max_body", 0, MAX_MAX_BODY, &v, err, errlen)))
+				return rc;
+			c->max_body = (size_t)v;
+		} else if (key_is(k, "success_status")) {
+			if ((rc = get_statuses(val, "success_status", &c->ok_status, &c->n_ok, err, errlen)))
+				return rc;
+		} else if (key_is(k, "failure_status")) {
+			if ((rc = get_statuses(val, "failure_status", &c->fail_status, &c->n_fail, err, errlen)))
+				return rc;
+		} else if (key_is(k, "body_regex")) {
+			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > 4096)
+				return bad(err, errlen, "args.%s: expected a PCRE2 pattern string", "body_regex");
+			int ec;
+			PCRE2_SIZE eo;
+			c->re = pcre2_compile((PCRE2_SPTR)val->via.str.ptr, val->via.str.size,
+					      PCRE2_MATCH_INVALID_UTF | PCRE2_UTF, &ec, &eo, NULL);
+			if (!c->re) {
+				char msg[120];
+				pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof(msg));
+				snprintf(err, errlen, "args.body_regex: %s at offset %zu", msg, (size_t)eo);
+				return TD_EINVAL_SPEC;
+			}
+			c->mctx = pcre2_match_context_create(NULL);
+			if (!c->mctx)
+				return -ENOMEM;
+			pcre2_set_match_limit(c->mctx, REGEX_MATCH_LIMIT);
+			pcre2_set_depth_limit(c->mctx, 10000);
+		} else if (key_is(k, "json_pointer")) {
+			if (val->type != MSGPACK_OBJECT_STR ||
+			    (val->via.str.size > 0 && val->via.str.ptr[0] != '/'))
+				return bad(err, errlen, "args.%s: expected an RFC 6901 pointer (\"\" or starting with /)", "json_pointer");
+			if (!(c->pointer = dup_str(val)))
+				return -ENOMEM;
+		} else if (key_is(k, "equals")) {
+			equals = val;
+		} else {
+			snprintf(err, errlen, "args.%.*s: unknown field",
+				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
+				       k->via.str.size : 0),
+				 k->type == MSGPACK_OBJECT_STR ? k->via.str.ptr : "");
+			return TD_EINVAL_SPEC;
+		}
+	}
+	if (!c->url)
+		return bad(err, errlen, "args.%s: required", "url");
+	if (!c->method && !(c->method = strdup(c->body ? "POST" : "GET")))
+		return -ENOMEM;
+	if (!!c->pointer != !!equals)
+		return bad(err, errlen, "args.%s: json_pointer and equals go together", "equals");
+	if (equals) {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		msgpack_pack_object(&pk, *equals);
+		c->equals_mp = sb.data; /* ownership moves to conf */
+		c->equals_len = sb.size;
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_object(&pk, *args);
+	c->args_mp = sb.data;
+	c->args_len = sb.size;
+	return 0;
+}
+
+static void fire_cb(struct td_timer *node, uint64_t now);
+
+static int http_parse(struct td_trigger *t, const msgpack_object *args, int64_t now_ms,
+		      char *err, size_t errlen)
+{
+	struct http_state *st = td_trigger_state(t);
+	memset(st, 0, sizeof(*st));
+	td_timer_init(&st->node, fire_cb);
+	struct conf *c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, errlen, "args: out of memory");
+		return -ENOMEM;
+	}
+	int rc = parse_conf(c, args, err, errlen);
+	if (rc) {
+		if (rc == -ENOMEM)
+			snprintf(err, errlen, "args: out of memory");
+		conf_free(c);
+		return rc;
+	}
+	st->conf = c;
+	return 0;
+}
+
+static void http_pack_args(const struct td_trigger *t, msgpack_packer *pk)
+{
+	const struct http_state *st = td_trigger_state(t);
+	msgpack_pack_bin_body(pk, st->conf->args_mp, st->conf->args_len);
+}
+
+/* interval +-10%, so triggers created together spread out. */
+static uint64_t jittered(struct td_trigger *t, int64_t ms)
+{
+	uint64_t r = td_shard_rand(td_trigger_shard(t));
+	int64_t spread = ms / 5;
+	return (uint64_t)(ms - ms / 10 + (spread ? (int64_t)(r % (uint64_t)spread) : 0));
+}
+
+static void schedule(struct td_trigger *t, uint64_t delay_ms)
+{
+	struct http_state *st = td_trigger_state(t);
+	td_wheel_add(td_shard_wheel(td_trigger_shard(t)), &st->node, td_mono_ms() + delay_ms);
+}
+
+static bool in_list(const uint16_t *l, uint32_t n, long status)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (l[i] == status)
+			return true;
+	return false;
+}
+
+/* Follow an RFC 6901 pointer through @o. NULL when it does not resolve. */
+static const msgpack_object *resolve(const msgpack_object *o, const char *p)
+{
+	while (*p == '/') {
+		p++;
+		char tok[1024];
+		size_t n = 0;
+		while (*p && *p != '/' && n < sizeof(tok) - 1) {
+			if (p[0] == '~' && p[1] == '0') {
+				tok[n++] = '~';
+				p += 2;
+			} else if (p[0] == '~' && p[1] == '1') {
+				tok[n++] = '/';
+				p += 2;
+			} else {
+				tok[n++] = *p++;
+			}
+		}
+		if (*p && *p != '/')
+			return NULL; /* token longer than we look at */
+		if (o->type == MSGPACK_OBJECT_MAP) {
+			const msgpack_object *next = NULL;
+			for (uint32_t i = 0; i < o->via.map.size && !next; i++) {
+				const msgpack_object *k = &o->via.map.ptr[i].key;
+				if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+				    memcmp(k->via.str.ptr, tok, n) == 0)
+					next = &o->via.map.ptr[i].val;
+			}
+			if (!next)
+				return NULL;
+			o = next;
+		} else if (o->type == MSGPACK_OBJECT_ARRAY) {
+			char *end;
+			tok[n] = '\0';
+			if (n == 0 || (n > 1 && tok[0] == '0'))
+				return NULL;
+			unsigned long idx = strtoul(tok, &end, 10);
+			if (*end || idx >= o->via.array.size)
+				return NULL;
+			o = &o->via.array.ptr[idx];
+		} else {
+			return NULL;
+		}
+	}
+	return o;
+}
+
+static bool json_matches(const struct conf *c, const struct td_http_req *req)
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	char err[128];
+	bool ok = false;
+	if (req->truncated ||
+	    td_json_to_msgpack(req->body.data ? req->body.data : "", req->body.len, &sb,
+			       err, sizeof(err)) != 0) {
+		msgpack_sbuffer_destroy(&sb);
+		return false;
+	}
+	msgpack_unpacked body, want;
+	msgpack_unpacked_init(&body);
+	msgpack_unpacked_init(&want);
+	size_t o1 = 0, o2 = 0;
+	if (msgpack_unpack_next(&body, sb.data, sb.size, &o1) == MSGPACK_UNPACK_SUCCESS &&
+	    msgpack_unpack_next(&want, c->equals_mp, c->equals_len, &o2) == MSGPACK_UNPACK_SUCCESS) {
+		const msgpack_object *got = resolve(&body.data, c->pointer);
+		ok = got && msgpack_object_equal(*got, want.data);
+	}
+	msgpack_unpacked_destroy(&body);
+	msgpack_unpacked_destroy(&want);
+	msgpack_sbuffer_destroy(&sb);
+	return ok;
+}
+
+static bool regex_matches(const struct conf *c, const struct td_http_req *req)
+{
+	pcre2_match_data *md = pcre2_match_data_create_from_pattern(c->re, NULL);
+	if (!md)
+		return false;
+	int rc = pcre2_match(c->re, (PCRE2_SPTR)(req->body.data ? req->body.data : ""),
+			     req->body.len, 0, 0, md, c->mctx);
+	pcre2_match_data_free(md);
+	return rc >= 0; /* a match limit hit is a non-match, not a crash */
+}
+
+static void pack_str(msgpack_packer *pk, const char *s, size_t n)
+{
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_payload(msgpack_sbuffer *sb, const struct td_http_req *req, long status)
+{
+	static const char *const names[] = {"content-type", "etag", "last-modified", "location"};
+	struct curl_header *hv[4];
+	size_t nh = 0;
+	for (size_t i = 0; i < 4; i++) {
+		hv[i] = NULL;
+		if (curl_easy_header(req->easy, names[i], 0, CURLH_HEADER, -1, &hv[i]) == CURLHE_OK)
+			nh++;
+	}
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 4);
+	pack_str(&pk, "status", 6);
+	msgpack_pack_long(&pk, status);
+	pack_str(&pk, "headers", 7);
+	msgpack_pack_map(&pk, nh);
+	for (size_t i = 0; i < 4; i++) {
+		if (!hv[i])
+			continue;
+		pack_str(&pk, names[i], strlen(names[i]));
+		pack_str(&pk, hv[i]->value, strlen(hv[i]->value));
+	}
+	pack_str(&pk, "body", 4);
+	pack_str(&pk, req->body.data ? req->body.data : "", req->body.len);
+	pack_str(&pk, "truncated", 9);
+	if (req->truncated)
+		msgpack_pack_true(&pk);
+	else
+		msgpack_pack_false(&pk);
+}
+
+static void backoff(struct td_trigger *t, struct http_state *st, const char *why, long status)
+{
+	st->failures++;
+	int64_t ms = st->conf->interval_ms;
+	for (uint32_t i = 1; i < st->failures && ms < BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	if (ms > BACKOFF_MAX_MS)
+		ms = BACKOFF_MAX_MS;
+	/* First failure of a streak, then every 10th, so a dead host with
+	 * thousands of waiting triggers does not flood the log. */
+	if (st->failures == 1 || st->failures % 10 == 0) {
+		size_t idl;
+		const char *id = td_trigger_id(t, &idl);
+		char esc[600], eesc[300];
+		td_warn("http poll failed; retrying with backoff",
+			"\"id\":\"%s\",\"error\":\"%s\",\"status\":%ld,\"failures\":%u,\"retry_ms\":%lld",
+			td_log_esc(esc, sizeof(esc), id, idl),
+			td_log_esc(eesc, sizeof(eesc), why, strlen(why)), status, st->failures,
+			(long long)ms);
+	}
+	schedule(t, jittered(t, ms));
+}
+
+static void poll_done(struct td_http_req *req, CURLcode res, long status)
+{
+	struct poll *p = td_container_of(req, struct poll, req);
+	struct td_trigger *t = p->t;
+	struct http_state *st = td_trigger_state(t);
+	struct conf *c = st->conf;
+	st->poll = NULL;
+	st->polls++;
+	if (res != CURLE_OK) {
+		backoff(t, st, req->errbuf[0] ? req->errbuf : curl_easy_strerror(res), 0);
+		goto out;
+	}
+	if (c->n_fail && in_list(c->fail_status, c->n_fail, status)) {
+		msgpack_sbuffer sb;
+		msgpack_sbuffer_init(&sb);
+		pack_payload(&sb, req, status);
+		char msg[64];
+		snprintf(msg, sizeof(msg), "HTTP %ld is a failure status", status);
+		struct td_outcome o = {.status = TD_FAILURE, .error = msg, .payload = sb.data,
+				       .payload_len = sb.size, .due_at_ms = -1};
+		int rc = td_trigger_fire(t, &o);
+		msgpack_sbuffer_destroy(&sb);
+		(void)rc; /* ended, or held and restarted later */
+		goto out;
+	}
+	bool ok = c->n_ok ? in_list(c->ok_status, c->n_ok, status) : status >= 200 && status < 300;
+	if (!ok) {
+		if (status >= 500) {
+			char msg[32];
+			snprintf(msg, sizeof(msg), "HTTP %ld", status);
+			backoff(t, st, msg, status);
+		} else {
+			st->failures = 0;
+			schedule(t, jittered(t, c->interval_ms));
+		}
+		goto out;
+	}
+	st->failures = 0;
+	if ((c->re && !regex_matches(c, req)) || (c->pointer && !json_matches(c, req))) {
+		schedule(t, jittered(t, c->interval_ms));
+		goto out;
+	}
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	pack_payload(&sb, req, status);
+	bool repeat = td_trigger_repeat(t);
+	struct td_outcome o = {.status = TD_SUCCESS, .payload = sb.data, .payload_len = sb.size,
+			       .due_at_ms = -1, .occurrence = st->polls};
+	int rc = td_trigger_fire(t, &o);
+	msgpack_sbuffer_destroy(&sb);
+	if (rc == 0 && repeat)
+		schedule(t, jittered(t, c->interval_ms));
+out:
+	td_http_req_finish(&p->req);
+	free(p);
+}
+
+static void start_poll(struct td_trigger *t)
+{
+	struct http_state *st = td_trigger_state(t);
+	struct conf *c = st->conf;
+	struct poll *p = calloc(1, sizeof(*p));
+	if (!p || td_http_req_init(&p->req, c->url, c->max_body, c->timeout_ms) != 0) {
+		free(p);
+		backoff(t, st, "out of memory", 0);
+		return;
+	}
+	p->t = t;
+	p->req.done = poll_done;
+	CURL *e = p->req.easy;
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+	if (!strcmp(c->method, "HEAD"))
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	if (c->headers)
+		curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+	if (c->body) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)c->body_len);
+	}
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "triggerd/" TD_VERSION);
+	if (td_http_start(td_shard_http(td_trigger_shard(t)), &p->req) != 0) {
+		td_http_req_finish(&p->req);
+		free(p);
+		backoff(t, st, "curl refused the request", 0);
+		return;
+	}
+	st->poll = p;
+}
+
+static void fire_cb(struct td_timer *node, uint64_t now)
+{
+	struct http_state *st = td_container_of(node, struct http_state, node);
+	start_poll(td_trigger_from_state(st));
+}
+
+static int http_start(struct td_trigger *t)
+{
+	/* First poll soon, spread over up to a tenth of the interval. */
+	struct http_state *st = td_trigger_state(t);
+	uint64_t r = td_shard_rand(td_trigger_shard(t));
+	uint64_t spread = (uint64_t)st->conf->interval_ms / 10;
+	schedule(t, spread ? r % spread : 0);
+	return 0;
+}
+
+static void http_stop(struct td_trigger *t)
+{
+	struct http_state *st = td_trigger_state(t);
+	td_wheel_cancel(td_shard_wheel(td_trigger_shard(t)), &st->node);
+	if (st->poll) {
+		td_http_cancel(td_shard_http(td_trigger_shard(t)), &st->poll->req);
+		td_http_req_finish(&st->poll->req);
+		free(st->poll);
+		st->poll = NULL;
+	}
+}
+
+static void http_destroy(struct td_trigger *t)
+{
+	struct http_state *st = td_trigger_state(t);
+	http_stop(t);
+	conf_free(st->conf);
+	st->conf = NULL;
+}
+
+const struct td_kind td_kind_http = {
+	.name = "http",
+	.state_size = sizeof(struct http_state),
+	.parse = http_parse,
+	.pack_args = http_pack_args,
+	.start = http_start,
+	.stop = http_stop,
+	.destroy = http_destroy,
+};
