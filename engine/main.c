@@ -44,6 +44,8 @@ static void usage(FILE *f)
 "  --dedup-ttl S       seconds repeat-occurrence keys are kept (default 86400)\n"
 "  --shutdown-ms MS    how long to wait for Redis writes at shutdown (5000)\n"
 "  --log-level L       debug|info|warn|error (default info)\n"
+"  --http-max-host-connections N  connections per host for http polls (6)\n"
+"  --http-max-connections N  connections in total for http polls (256)\n"
 "  --precascade-budget N  timers the wheel moves ahead of time per idle step\n"
 "                      (default 1024; 0 turns it off, for comparisons)\n"
 "  -h, --help          this text\n"
@@ -149,6 +151,8 @@ int main(int argc, char **argv)
 		{"shutdown-ms", required_argument, NULL, 's'},
 		{"log-level", required_argument, NULL, 'l'},
 		{"precascade-budget", required_argument, NULL, 'P'},
+		{"http-max-host-connections", required_argument, NULL, 'H'},
+		{"http-max-connections", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -205,6 +209,16 @@ int main(int argc, char **argv)
 			if (parse_uint("--precascade-budget", optarg, 0, 1000000, &v))
 				return EXIT_USAGE;
 			cfg.precascade_budget = (unsigned)v;
+			break;
+		case 'H':
+			if (parse_uint("--http-max-host-connections", optarg, 1, 10000, &v))
+				return EXIT_USAGE;
+			cfg.http.max_host_connections = (long)v;
+			break;
+		case 'T':
+			if (parse_uint("--http-max-connections", optarg, 1, 100000, &v))
+				return EXIT_USAGE;
+			cfg.http.max_total_connections = (long)v;
 			break;
 		case 'l': {
 			enum td_log_level lv;
