@@ -18,6 +18,8 @@
 #include "engine_i.h"
 #include "triggerd/http_client.h"
 #include "triggerd/log.h"
+#include "triggerd/ratelimit.h"
+#include "triggerd/ssrf.h"
 
 #define RING_ENTRIES 1024
 
@@ -56,6 +58,16 @@ const char *td_strerror(int err)
 struct td_http *td_shard_http(struct td_shard *s)
 {
 	return s->http;
+}
+
+struct td_ratelimit *td_shard_ratelimit(struct td_shard *s)
+{
+	return s->eng->cfg.ratelimit;
+}
+
+const struct td_ssrf *td_shard_ssrf(struct td_shard *s)
+{
+	return s->eng->cfg.ssrf;
 }
 
 uint64_t td_shard_rand(struct td_shard *s)
@@ -298,4 +310,8 @@ void td_engine_finish(struct td_engine *e)
 		close(s->sigfd);
 	td_reactor_finish(&s->reactor);
 	msgpack_sbuffer_destroy(&s->scratch);
+	td_ratelimit_free(e->cfg.ratelimit);
+	td_ssrf_free(e->cfg.ssrf);
+	e->cfg.ratelimit = NULL;
+	e->cfg.ssrf = NULL;
 }

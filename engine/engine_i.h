@@ -287,6 +287,8 @@ struct td_config {
 	unsigned shutdown_ms;
 	unsigned precascade_budget;   /* timers per idle step; 0: off */
 	struct td_http_limits http;   /* curl connection limits */
+	struct td_ratelimit *ratelimit; /* built from flags by main; owned */
+	struct td_ssrf *ssrf;         /* likewise */
 };
 
 struct td_stats {

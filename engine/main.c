@@ -18,6 +18,8 @@
 
 #include "engine_i.h"
 #include "triggerd/log.h"
+#include "triggerd/ratelimit.h"
+#include "triggerd/ssrf.h"
 
 #define EXIT_USAGE 2
 #define EXIT_REDIS 3
@@ -46,6 +48,13 @@ static void usage(FILE *f)
 "  --log-level L       debug|info|warn|error (default info)\n"
 "  --http-max-host-connections N  connections per host for http polls (6)\n"
 "  --http-max-connections N  connections in total for http polls (256)\n"
+"  --rate-limit RULE   per-host poll rate, e.g. 'api.example.com=5/s,burst=10,inflight=4'\n"
+"                      or 'default=100/s,burst=100' (the default); repeatable\n"
+"  --rate-limit-file F one RULE per line ('#' comments)\n"
+"  --allow-hosts LIST  SSRF guard: comma-separated hosts/CIDRs http polls may reach;\n"
+"                      any allow rule switches to allowlist mode\n"
+"  --deny-hosts LIST   hosts/CIDRs they may not reach (beats allow). Link-local\n"
+"                      and cloud metadata addresses are denied by default\n"
 "  --precascade-budget N  timers the wheel moves ahead of time per idle step\n"
 "                      (default 1024; 0 turns it off, for comparisons)\n"
 "  -h, --help          this text\n"
@@ -137,6 +146,13 @@ static pid_t start_private_redis(const char *dir, const char *sock)
 	return -1;
 }
 
+/* Leave main before the engine owns the config's limiter and guard. */
+#define DONE(code) do { \
+		td_ratelimit_free(cfg.ratelimit); \
+		td_ssrf_free(cfg.ssrf); \
+		return (code); \
+	} while (0)
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -153,12 +169,23 @@ int main(int argc, char **argv)
 		{"precascade-budget", required_argument, NULL, 'P'},
 		{"http-max-host-connections", required_argument, NULL, 'H'},
 		{"http-max-connections", required_argument, NULL, 'T'},
+		{"rate-limit", required_argument, NULL, 'R'},
+		{"rate-limit-file", required_argument, NULL, 'F'},
+		{"allow-hosts", required_argument, NULL, 'A'},
+		{"deny-hosts", required_argument, NULL, 'D'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
 	struct td_config cfg;
 	td_config_defaults(&cfg);
+	/* Per-host default: 100 polls/s with a burst of 100 (see README). */
+	struct td_rl_rule dflt = {.interval_ns = 10000000, .burst = 100, .max_inflight = 0};
+	char err[640];
+	if (td_ratelimit_new(&cfg.ratelimit, &dflt) != 0 || td_ssrf_new(&cfg.ssrf) != 0) {
+		fprintf(stderr, "triggerd: out of memory\n");
+		DONE(1);
+	}
 	const char *redis = NULL, *state_dir = NULL;
 	unsigned long v;
 	int c;
@@ -169,86 +196,108 @@ int main(int argc, char **argv)
 		case 'p':
 			if (!*optarg || strlen(optarg) >= 32) {
 				fprintf(stderr, "triggerd: --prefix: 1..31 characters\n");
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			}
 			snprintf(cfg.prefix, sizeof(cfg.prefix), "%s", optarg);
 			break;
 		case 'c':
 			if (!*optarg || strlen(optarg) >= sizeof(cfg.consumer)) {
 				fprintf(stderr, "triggerd: --consumer: 1..127 characters\n");
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			}
 			snprintf(cfg.consumer, sizeof(cfg.consumer), "%s", optarg);
 			break;
 		case 'b':
 			if (parse_uint("--sink-buffer", optarg, 1, 100000000, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.sink_max = v;
 			break;
 		case 'B':
 			if (parse_uint("--batch", optarg, 1, 2000, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.batch_max = (unsigned)v;
 			break;
 		case 'n':
 			if (parse_uint("--read-count", optarg, 1, 100000, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.read_count = (unsigned)v;
 			break;
 		case 'd':
 			if (parse_uint("--dedup-ttl", optarg, 1, 365UL * 86400, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.dedup_ttl_s = (unsigned)v;
 			break;
 		case 's':
 			if (parse_uint("--shutdown-ms", optarg, 0, 600000, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.shutdown_ms = (unsigned)v;
 			break;
 		case 'P':
 			if (parse_uint("--precascade-budget", optarg, 0, 1000000, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.precascade_budget = (unsigned)v;
 			break;
 		case 'H':
 			if (parse_uint("--http-max-host-connections", optarg, 1, 10000, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.http.max_host_connections = (long)v;
 			break;
 		case 'T':
 			if (parse_uint("--http-max-connections", optarg, 1, 100000, &v))
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			cfg.http.max_total_connections = (long)v;
+			break;
+		case 'R': {
+			char pattern[300];
+			struct td_rl_rule r;
+			if (td_ratelimit_parse_rule(optarg, pattern, sizeof(pattern), &r, err, sizeof(err)) ||
+			    td_ratelimit_set_rule(cfg.ratelimit, pattern, &r)) {
+				fprintf(stderr, "triggerd: --rate-limit: %s\n", err);
+				DONE(EXIT_USAGE);
+			}
+			break;
+		}
+		case 'F':
+			if (td_ratelimit_load_file(cfg.ratelimit, optarg, err, sizeof(err))) {
+				fprintf(stderr, "triggerd: --rate-limit-file: %s\n", err);
+				DONE(EXIT_USAGE);
+			}
+			break;
+		case 'A':
+		case 'D':
+			if (td_ssrf_add_list(cfg.ssrf, c == 'A', optarg, err, sizeof(err))) {
+				fprintf(stderr, "triggerd: --%s-hosts: %s\n", c == 'A' ? "allow" : "deny", err);
+				DONE(EXIT_USAGE);
+			}
 			break;
 		case 'l': {
 			enum td_log_level lv;
 			if (td_log_parse_level(optarg, &lv)) {
 				fprintf(stderr, "triggerd: --log-level: expected debug, info, warn or error\n");
-				return EXIT_USAGE;
+				DONE(EXIT_USAGE);
 			}
 			td_log_set_level(lv);
 			break;
 		}
-		case 'h': usage(stdout); return 0;
-		case 'V': printf("triggerd %s\n", TD_VERSION); return 0;
-		default: usage(stderr); return EXIT_USAGE;
+		case 'h': usage(stdout); DONE(0);
+		case 'V': printf("triggerd %s\n", TD_VERSION); DONE(0);
+		default: usage(stderr); DONE(EXIT_USAGE);
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "triggerd: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
-		return EXIT_USAGE;
+		DONE(EXIT_USAGE);
 	}
 	if (cfg.read_count > cfg.sink_max)
 		cfg.read_count = (unsigned)cfg.sink_max;
 
-	char err[256];
 	int is_default = 0;
 	if (state_dir)
 		setenv("TRIGGERD_STATE_DIR", state_dir, 1);
 	if (td_redis_addr_resolve(redis, &cfg.redis, &is_default, err, sizeof(err))) {
 		fprintf(stderr, "triggerd: --redis: %s\n", err);
-		return EXIT_USAGE;
+		DONE(EXIT_USAGE);
 	}
 	pid_t redis_pid = 0;
 	if (is_default) {
@@ -258,7 +307,7 @@ int main(int argc, char **argv)
 		if (redis_pid < 0) {
 			td_error("could not start a private redis-server", "\"socket\":\"%s\"",
 				 cfg.redis.path);
-			return EXIT_REDIS;
+			DONE(EXIT_REDIS);
 		}
 		td_info("no --redis given: using the private Redis",
 			"\"socket\":\"%s\",\"hint\":\"triggerctl finds this Redis by default: "
@@ -269,12 +318,13 @@ int main(int argc, char **argv)
 	/* Once, before any thread (curl's resolver threads included). */
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		td_error("curl_global_init failed", NULL);
-		return 1;
+		DONE(1);
 	}
 	struct td_engine *e = calloc(1, sizeof(*e));
 	int code = 1;
 	if (!e)
-		return 1;
+		DONE(1);
+	/* From here the engine owns (and frees) the limiter and the guard. */
 	if (td_engine_init(e, &cfg) == 0)
 		code = td_engine_run(e);
 	td_engine_finish(e);

@@ -71,6 +71,8 @@ struct td_ratelimit {
 	struct td_rl_rule dflt;
 	uint64_t gen;  /* bumped on every rule change */
 	size_t bytes;  /* in key and rule nodes */
+	unsigned int depth; /* nested release wake loops */
+	bool dying;    /* freed from a waiter callback: free when depth is 0 */
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -780,6 +782,7 @@ int td_ratelimit_load_file(struct td_ratelimit *rl, const char *path, char *err,
 		trim(&s, &sn);
 		if (sn == 0)
 			continue;
+		line[(size_t)(s - line) + sn] = '\0'; /* messages quote the rule */
 		struct td_rl_rule r;
 		if (td_ratelimit_parse_rule(s, pat, sizeof(pat), &r, msg, sizeof(msg)) < 0) {
 			seterr(err, errlen, "%s:%u: %s", path, lineno, msg);
@@ -944,10 +947,8 @@ fail:
 	return -ENOMEM;
 }
 
-void td_ratelimit_free(struct td_ratelimit *rl)
+static void destroy(struct td_ratelimit *rl)
 {
-	if (!rl)
-		return;
 	for (size_t i = 0; i < rl->keys.nb; i++) {
 		struct hnode *h = rl->keys.b[i], *next;
 		for (; h; h = next) {
@@ -964,6 +965,19 @@ void td_ratelimit_free(struct td_ratelimit *rl)
 	free(rl->keys.b);
 	rules_free(&rl->rules);
 	free(rl);
+}
+
+void td_ratelimit_free(struct td_ratelimit *rl)
+{
+	if (!rl)
+		return;
+	/* From a waiter callback: a release further up the stack still uses
+	 * rl; the outermost one frees it (as hiredis does in callbacks). */
+	if (rl->depth) {
+		rl->dying = true;
+		return;
+	}
+	destroy(rl);
 }
 
 int td_ratelimit_acquire(struct td_ratelimit *rl, const char *key, size_t keylen,
@@ -1013,7 +1027,8 @@ void td_ratelimit_release(struct td_ratelimit *rl, const char *key, size_t keyle
 		return;
 	/* waking also keeps k from being evicted by an acquire in a callback. */
 	k->waking = true;
-	for (;;) {
+	rl->depth++;
+	while (!rl->dying) {
 		key_refresh(rl, k);
 		if (waiters_empty(k) || k->inflight >= key_cap(k))
 			break;
@@ -1022,6 +1037,8 @@ void td_ratelimit_release(struct td_ratelimit *rl, const char *key, size_t keyle
 		w->cb(w);
 	}
 	k->waking = false;
+	if (--rl->depth == 0 && rl->dying)
+		destroy(rl);
 }
 
 int td_ratelimit_wait(struct td_ratelimit *rl, const char *key, size_t keylen,

@@ -101,8 +101,10 @@ static const char *printable(char buf[SHOW_MAX + 1], const char *s, size_t len)
 		unsigned char c = (unsigned char)s[i];
 		buf[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
 	}
-	if (n < len)
-		memcpy(buf + n, "...", 3), n += 3;
+	if (n < len) {
+		memcpy(buf + n, "...", 3);
+		n += 3;
+	}
 	buf[n] = '\0';
 	return buf;
 }
@@ -135,9 +137,10 @@ static bool prefix_match(const uint8_t *net, unsigned plen, const uint8_t *b)
 }
 
 /*
- * IPv4 with inet_aton(3) semantics: 1-4 parts, each decimal, octal (leading
- * 0) or hex (0x, digits optional as in glibc); the last part fills the
- * remaining bytes. @s is @n bytes, not NUL-terminated.
+ * IPv4 with inet_aton(3) semantics (glibc 2.36, which reads each part with
+ * strtoul base 0, as libcurl does): 1-4 parts, each decimal, octal (leading
+ * 0) or hex (0x and at least one digit); the last part fills the remaining
+ * bytes. @s is @n bytes, not NUL-terminated.
  */
 static bool parse_v4_any(const char *s, size_t n, uint8_t out[4])
 {
@@ -147,9 +150,10 @@ static bool parse_v4_any(const char *s, size_t n, uint8_t out[4])
 		if (np == 4)
 			return false;
 		unsigned base = 10;
-		if (i + 1 < n && s[i] == '0' && (s[i + 1] | 0x20) == 'x')
-			base = 16, i += 2;
-		else if (i + 1 < n && s[i] == '0' && s[i + 1] != '.')
+		if (i + 1 < n && s[i] == '0' && (s[i + 1] | 0x20) == 'x') {
+			base = 16;
+			i += 2;
+		} else if (i + 1 < n && s[i] == '0' && s[i + 1] != '.')
 			base = 8;
 		uint64_t v = 0;
 		size_t digits = 0;
@@ -161,7 +165,7 @@ static bool parse_v4_any(const char *s, size_t n, uint8_t out[4])
 			if (v > UINT32_MAX)
 				return false;
 		}
-		if (!digits && base != 16)
+		if (!digits)
 			return false;
 		part[np++] = v;
 		if (i == n)
@@ -178,8 +182,10 @@ static bool parse_v4_any(const char *s, size_t n, uint8_t out[4])
 	if (part[np - 1] > (UINT32_MAX >> (8 * (np - 1))))
 		return false;
 	a |= (uint32_t)part[np - 1];
-	out[0] = (uint8_t)(a >> 24), out[1] = (uint8_t)(a >> 16);
-	out[2] = (uint8_t)(a >> 8), out[3] = (uint8_t)a;
+	out[0] = (uint8_t)(a >> 24);
+	out[1] = (uint8_t)(a >> 16);
+	out[2] = (uint8_t)(a >> 8);
+	out[3] = (uint8_t)a;
 	return true;
 }
 
@@ -264,7 +270,7 @@ static bool parse_v6(const char *s, size_t n, struct ip *a)
 			return false;
 		for (; z < end; z++) {
 			unsigned char c = (unsigned char)*z;
-			if (hexval(c) < 0 && !((c | 0x20) >= 'a' && (c | 0x20) <= 'z') &&
+			if (!is_digit(c) && !((c | 0x20) >= 'a' && (c | 0x20) <= 'z') &&
 			    c != '-' && c != '.' && c != '_' && c != '~')
 				return false;
 		}
@@ -294,7 +300,9 @@ static int parse_cidr(const char *s, size_t n, struct rule *r, char *pb)
 			say(pb, PROBLEM_MAX, "unbalanced '['");
 			return -1;
 		}
-		a++, alen -= 2, bracketed = true;
+		a++;
+		alen -= 2;
+		bracketed = true;
 	}
 	if (!alen) {
 		say(pb, PROBLEM_MAX, "missing address");
@@ -304,10 +312,12 @@ static int parse_cidr(const char *s, size_t n, struct rule *r, char *pb)
 	if (alen < sizeof(buf)) {
 		memcpy(buf, a, alen);
 		buf[alen] = '\0';
-		if (!bracketed && inet_pton(AF_INET, buf, ip.b) == 1)
-			ip.fam = K_V4, ok = true;
-		else if (inet_pton(AF_INET6, buf, ip.b) == 1)
-			ip.fam = K_V6, ok = true;
+		ip.fam = K_V4;
+		ok = !bracketed && inet_pton(AF_INET, buf, ip.b) == 1;
+		if (!ok) {
+			ip.fam = K_V6;
+			ok = inet_pton(AF_INET6, buf, ip.b) == 1;
+		}
 	}
 	if (!ok) {
 		uint8_t v4[4];
@@ -553,91 +563,7 @@ undo:
 	return rc;
 }
 
-/* ---- decision ---- */
-
-struct target {
-	const char *name; /* lower case, or NULL */
-	size_t name_len;
-	const struct ip *ip; /* canonical, or NULL */
-	const char *shown;
-};
-
-static bool matches(const struct rule *r, const struct target *t)
-{
-	switch (r->kind) {
-	case K_V4:
-	case K_V6:
-		return t->ip && t->ip->fam == r->kind && prefix_match(r->net, r->plen, t->ip->b);
-	case K_NAME:
-		return t->name && t->name_len == r->len && !memcmp(t->name, r->text, r->len);
-	default: /* K_SUFFIX: text is "*.domain"; match ".domain" after 1+ bytes */
-		return t->name && t->name_len >= r->len &&
-		       !memcmp(t->name + t->name_len - (r->len - 1u), r->text + 1, r->len - 1u);
-	}
-}
-
-static unsigned specificity(const struct rule *r)
-{
-	return r->kind == K_V4 || r->kind == K_V6 ? r->plen : 256;
-}
-
-/*
- * Whether an explicit allow rule at least as specific as the default @d
- * matches too: the same name for a name, a CIDR with at least @d's prefix
- * for an address. Names never lift address defaults: that would let a
- * rebound name reach the metadata service.
- */
-static bool lifted(const struct td_ssrf *g, const struct rule *d, const struct target *t)
-{
-	for (size_t i = g->n_default; i < g->n; i++) {
-		const struct rule *r = &g->rules[i];
-		if (r->allow && r->kind == d->kind && matches(r, t) &&
-		    (r->kind == K_NAME || r->plen >= d->plen))
-			return true;
-	}
-	return false;
-}
-
-static int deny(const struct target *t, const struct rule *r, char *why, size_t whylen)
-{
-	if (!r)
-		say(why, whylen, "%s: not on the allow list", t->shown);
-	else if (r->label)
-		say(why, whylen, "%s: default deny: %s %s", t->shown, r->label, r->text);
-	else
-		say(why, whylen, "%s: deny rule %s", t->shown, r->text);
-	return -EACCES;
-}
-
-static int decide(const struct td_ssrf *g, const struct target *t, char *why, size_t whylen)
-{
-	const struct rule *worst = NULL;
-
-	/* 1: explicit denials win over everything */
-	for (size_t i = g->n_default; i < g->n; i++) {
-		const struct rule *r = &g->rules[i];
-		if (!r->allow && matches(r, t))
-			return deny(t, r, why, whylen);
-	}
-	/* 2: defaults, unless an allow rule at least as specific matches */
-	for (size_t i = 0; i < g->n_default; i++) {
-		const struct rule *d = &g->rules[i];
-		if (matches(d, t) && !lifted(g, d, t) &&
-		    (!worst || specificity(d) > specificity(worst)))
-			worst = d;
-	}
-	if (worst)
-		return deny(t, worst, why, whylen);
-	/* 3: allowlist mode */
-	if (!g->n_allow)
-		return 0;
-	for (size_t i = g->n_default; i < g->n; i++)
-		if (g->rules[i].allow && matches(&g->rules[i], t))
-			return 0;
-	if (!t->ip && g->n_allow_cidr)
-		return 0; /* a name: its addresses decide at connect time */
-	return deny(t, NULL, why, whylen);
-}
+/* ---- host text ---- */
 
 enum { HOST_NAME, HOST_ADDR };
 
@@ -677,8 +603,8 @@ static int parse_host(const char *s, struct host *h, char *pb)
 			say(pb, PROBLEM_MAX, "ends in a number but is not an IPv4 address");
 			return -1;
 		}
-		h->ip.fam = K_V4;
 		char cb[INET6_ADDRSTRLEN];
+		h->ip.fam = K_V4;
 		ip_str(&h->ip, cb);
 		h->converted = strlen(cb) != n || memcmp(cb, s, n);
 		return HOST_ADDR;
@@ -693,37 +619,150 @@ static int parse_host(const char *s, struct host *h, char *pb)
 	return HOST_NAME;
 }
 
-/* "<text>" or "<text> (= <canonical address>)" */
-static const char *show_host(char *buf, size_t len, const char *s, const struct host *h,
-			     int type)
+/* ---- decision ---- */
+
+struct target {
+	const char *name; /* lower case, or NULL */
+	size_t name_len;
+	const struct ip *ip; /* canonical, or NULL */
+	/* for the message only, formatted when denying */
+	const char *text;     /* host text as given, or NULL */
+	bool converted;       /* text or raw is not the canonical address */
+	const struct ip *raw; /* the address connected to, as given, or NULL */
+};
+
+static bool matches(const struct rule *r, const struct target *t)
 {
-	char sb[SHOW_MAX + 1], ab[INET6_ADDRSTRLEN];
-	printable(sb, s ? s : "", s ? strnlen(s, SHOW_MAX + 1) : 0);
-	if (type == HOST_ADDR && h->converted) {
-		ip_str(&h->ip, ab);
-		snprintf(buf, len, "%s (= %s)", sb, ab);
+	switch (r->kind) {
+	case K_V4:
+	case K_V6:
+		return t->ip && t->ip->fam == r->kind && prefix_match(r->net, r->plen, t->ip->b);
+	case K_NAME:
+		return t->name && t->name_len == r->len && !memcmp(t->name, r->text, r->len);
+	default: /* K_SUFFIX: text is "*.domain"; match ".domain" after 1+ bytes */
+		return t->name && t->name_len >= r->len &&
+		       !memcmp(t->name + t->name_len - (r->len - 1u), r->text + 1, r->len - 1u);
+	}
+}
+
+static unsigned specificity(const struct rule *r)
+{
+	return r->kind == K_V4 || r->kind == K_V6 ? r->plen : 256;
+}
+
+/*
+ * Whether an explicit allow rule at least as specific as the default @d
+ * matches too: the same name for a name, a CIDR with at least @d's prefix
+ * for an address. Names never lift address defaults: that would let a
+ * rebound name reach the metadata service.
+ */
+static bool lifted(const struct td_ssrf *g, const struct rule *d, const struct target *t)
+{
+	for (size_t i = g->n_default; i < g->n; i++) {
+		const struct rule *r = &g->rules[i];
+		if (r->allow && r->kind == d->kind && matches(r, t) &&
+		    (r->kind == K_NAME || r->plen >= d->plen))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The target as the user can recognise it: "host", "0x7f.1 (= 127.0.0.1)",
+ * "addr", "::ffff:a.b.c.d (= a.b.c.d)", "host (addr)".
+ */
+static const char *show(const struct target *t, char *buf, size_t len)
+{
+	char tb[SHOW_MAX + 1] = "", rb[INET6_ADDRSTRLEN] = "", cb[INET6_ADDRSTRLEN] = "";
+	if (t->text)
+		printable(tb, t->text, strnlen(t->text, SHOW_MAX + 1));
+	if (t->raw)
+		ip_str(t->raw, rb);
+	if (t->converted)
+		ip_str(t->ip, cb);
+	const char *head = t->raw && !t->name ? rb : tb;
+	if (t->raw && t->name) {
+		if (t->converted)
+			snprintf(buf, len, "%s (%s = %s)", tb, rb, cb);
+		else
+			snprintf(buf, len, "%s (%s)", tb, rb);
+	} else if (t->converted) {
+		snprintf(buf, len, "%s (= %s)", head, cb);
 	} else {
-		snprintf(buf, len, "%s", sb);
+		snprintf(buf, len, "%s", head);
 	}
 	return buf;
+}
+
+static int deny(const struct target *t, const struct rule *r, char *why, size_t whylen)
+{
+	char sb[2 * SHOW_MAX + 2 * INET6_ADDRSTRLEN + 16];
+	if (!why || !whylen)
+		return -EACCES;
+	show(t, sb, sizeof(sb));
+	if (!r)
+		say(why, whylen, "%s: not on the allow list", sb);
+	else if (r->label)
+		say(why, whylen, "%s: default deny: %s %s", sb, r->label, r->text);
+	else
+		say(why, whylen, "%s: deny rule %s", sb, r->text);
+	return -EACCES;
+}
+
+static int decide(const struct td_ssrf *g, const struct target *t, char *why, size_t whylen)
+{
+	const struct rule *worst = NULL;
+
+	/* 1: explicit denials win over everything */
+	for (size_t i = g->n_default; i < g->n; i++) {
+		const struct rule *r = &g->rules[i];
+		if (!r->allow && matches(r, t))
+			return deny(t, r, why, whylen);
+	}
+	/* 2: defaults, unless an allow rule at least as specific matches */
+	for (size_t i = 0; i < g->n_default; i++) {
+		const struct rule *d = &g->rules[i];
+		if (matches(d, t) && !lifted(g, d, t) &&
+		    (!worst || specificity(d) > specificity(worst)))
+			worst = d;
+	}
+	if (worst)
+		return deny(t, worst, why, whylen);
+	/* 3: allowlist mode */
+	if (!g->n_allow)
+		return 0;
+	for (size_t i = g->n_default; i < g->n; i++)
+		if (g->rules[i].allow && matches(&g->rules[i], t))
+			return 0;
+	if (!t->ip && g->n_allow_cidr)
+		return 0; /* a name: its addresses decide at connect time */
+	return deny(t, NULL, why, whylen);
+}
+
+static int bad_host(const char *host, const char *problem, char *why, size_t whylen)
+{
+	char tb[SHOW_MAX + 1];
+	say(why, whylen, "%s: %s",
+	    printable(tb, host ? host : "", host ? strnlen(host, SHOW_MAX + 1) : 0), problem);
+	return -EACCES;
 }
 
 int td_ssrf_check_host(const struct td_ssrf *g, const char *host, char *why,
 		       size_t whylen)
 {
-	char pb[PROBLEM_MAX], shown[SHOW_MAX + INET6_ADDRSTRLEN + 8];
-	struct host h = { .converted = false };
+	char pb[PROBLEM_MAX];
+	struct host h;
 	int type = parse_host(host, &h, pb);
-	show_host(shown, sizeof(shown), host, &h, type);
-	if (type < 0) {
-		say(why, whylen, "%s: %s", shown, pb);
-		return -EACCES;
-	}
-	struct target t = { .shown = shown };
-	if (type == HOST_NAME)
-		t.name = h.name, t.name_len = h.name_len;
-	else
+	if (type < 0)
+		return bad_host(host, pb, why, whylen);
+	struct target t = { .text = host };
+	if (type == HOST_NAME) {
+		t.name = h.name;
+		t.name_len = h.name_len;
+	} else {
 		t.ip = &h.ip;
+		t.converted = h.converted;
+	}
 	return decide(g, &t, why, whylen);
 }
 
@@ -731,12 +770,9 @@ int td_ssrf_check_connect(const struct td_ssrf *g, const char *host,
 			  const struct sockaddr *sa, socklen_t len, char *why,
 			  size_t whylen)
 {
-	char pb[PROBLEM_MAX], ab[INET6_ADDRSTRLEN], mb[INET6_ADDRSTRLEN];
-	char shown[2 * SHOW_MAX + 2 * INET6_ADDRSTRLEN + 16], hb[SHOW_MAX + 1];
-	struct ip ip = { 0 };
-	struct host h = { .converted = false };
-	int type = -1;
-	bool converted;
+	char pb[PROBLEM_MAX];
+	struct ip raw = { 0 }, ip;
+	struct host h;
 
 	if (!sa || len < (socklen_t)sizeof(sa_family_t)) {
 		say(why, whylen, "no address to check");
@@ -745,40 +781,31 @@ int td_ssrf_check_connect(const struct td_ssrf *g, const char *host,
 	if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
 		struct sockaddr_in s4;
 		memcpy(&s4, sa, sizeof(s4));
-		ip.fam = K_V4;
-		memcpy(ip.b, &s4.sin_addr, 4);
+		raw.fam = K_V4;
+		memcpy(raw.b, &s4.sin_addr, 4);
 	} else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
 		struct sockaddr_in6 s6;
 		memcpy(&s6, sa, sizeof(s6));
-		ip.fam = K_V6;
-		memcpy(ip.b, &s6.sin6_addr, 16);
+		raw.fam = K_V6;
+		memcpy(raw.b, &s6.sin6_addr, 16);
 	} else {
 		say(why, whylen, "address family %d (length %u) is not allowed",
 		    (int)sa->sa_family, (unsigned)len);
 		return -EACCES;
 	}
-	ip_str(&ip, ab);
-	converted = canon(&ip);
-	if (converted)
-		ip_str(&ip, mb);
-
+	ip = raw;
+	struct target t = { .ip = &ip, .raw = &raw, .converted = canon(&ip) };
 	if (host) {
-		type = parse_host(host, &h, pb);
-		printable(hb, host, strnlen(host, SHOW_MAX + 1));
+		/* a literal host adds nothing: the address connected to decides */
+		int type = parse_host(host, &h, pb);
+		if (type < 0)
+			return bad_host(host, pb, why, whylen);
+		if (type == HOST_NAME) {
+			t.name = h.name;
+			t.name_len = h.name_len;
+			t.text = host;
+		}
 	}
-	if (host && type == HOST_NAME)
-		snprintf(shown, sizeof(shown), "%s (%s%s%s)", hb, ab,
-			 converted ? " = " : "", converted ? mb : "");
-	else
-		snprintf(shown, sizeof(shown), "%s%s%s%s", ab, converted ? " (= " : "",
-			 converted ? mb : "", converted ? ")" : "");
-	if (host && type < 0) {
-		say(why, whylen, "%s: %s", hb, pb);
-		return -EACCES;
-	}
-	struct target t = { .ip = &ip, .shown = shown };
-	if (type == HOST_NAME)
-		t.name = h.name, t.name_len = h.name_len;
 	return decide(g, &t, why, whylen);
 }
 

@@ -159,12 +159,85 @@ static void survives_restart(void **state)
 	assert_non_null(strstr(ev[0].payload_json, "\"status\":204"));
 }
 
+static void ssrf_guard(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	const char *args[] = {"--deny-hosts", "127.0.0.2/32,10.0.0.0/8", NULL};
+	assert_int_equal(harness_td_start(h, args), 0);
+	submitf(h, "{\"id\":\"meta\",\"kind\":\"http\",\"args\":{\"url\":\"http://169.254.169.254/latest/meta-data\"}}");
+	submitf(h, "{\"id\":\"ten\",\"kind\":\"http\",\"args\":{\"url\":\"http://10.1.2.3:8080/\"}}");
+	submitf(h, "{\"id\":\"gce\",\"kind\":\"http\",\"args\":{\"url\":\"http://metadata.google.internal/\"}}");
+	struct event ev[4];
+	assert_int_equal(wait_events(h, ev, 3, 3000), 3);
+	const char *want[][2] = {
+		{"meta", "args.url: denied by the SSRF guard: 169.254.169.254"},
+		{"ten", "deny rule 10.0.0.0/8"},
+		{"gce", "default deny"},
+	};
+	for (int i = 0; i < 3; i++) {
+		assert_string_equal(ev[i].status, "rejected");
+		assert_string_equal(ev[i].id, want[i][0]);
+		if (!strstr(ev[i].error, want[i][1]))
+			fail_msg("%s: '%s' lacks '%s'", ev[i].id, ev[i].error, want[i][1]);
+	}
+	assert_int_equal(atomic_load(&e->srv.requests), 0);
+}
+
+/* A name is only checked against host rules at submission; the address
+ * it resolves to is checked when connecting. */
+static void ssrf_at_connect(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	const char *args[] = {"--deny-hosts", "127.0.0.0/8,::1/128", NULL};
+	assert_int_equal(harness_td_start(h, args), 0);
+	submitf(h, "{\"id\":\"lh\",\"kind\":\"http\",\"args\":{\"url\":\"http://localhost:%d/\"}}", e->srv.port);
+	struct event ev[2];
+	assert_int_equal(wait_events(h, ev, 1, 5000), 1);
+	assert_string_equal(ev[0].id, "lh");
+	assert_string_equal(ev[0].status, "failure");
+	assert_non_null(strstr(ev[0].error, "connect denied by the SSRF guard"));
+	assert_int_equal(atomic_load(&e->srv.requests), 0);
+}
+
+/* The per-host request rate seen by the server never exceeds
+ * rate * t + burst, however many triggers poll it. */
+static void per_host_rate_limit(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	const char *args[] = {"--rate-limit", "default=5/s,burst=2", NULL};
+	httpd_set(&e->srv, 404, "", 0);
+	assert_int_equal(harness_td_start(h, args), 0);
+	for (int i = 0; i < 20; i++)
+		submitf(h, "{\"id\":\"rl%02d\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/p\","
+			   "\"interval_ms\":100}}", i, e->srv.port);
+	sleep_ms(3000);
+	long n = atomic_load(&e->srv.requests);
+	/* 20 triggers at 10 polls/s would be ~600; the limiter allows ~5/s. */
+	assert_true(n >= 10);
+	assert_true(n <= 5 * 3 + 2 + 5);
+	/* every window [t, t + w] holds at most rate * w + burst requests */
+	for (long i = 0; i < n; i++)
+		for (long j = i; j < n; j++) {
+			int64_t w = e->srv.log_ms[j] - e->srv.log_ms[i];
+			long count = j - i + 1;
+			/* +1 ms: arrival stamps are taken on the server side */
+			if (count > 5 * (w + 1) / 1000 + 2)
+				fail_msg("%ld requests in %lld ms", count, (long long)w);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(fires_once_when_flipped, setup, teardown),
 		cmocka_unit_test_setup_teardown(failure_regex_timeout_and_rejects, setup, teardown),
 		cmocka_unit_test_setup_teardown(survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(ssrf_guard, setup, teardown),
+		cmocka_unit_test_setup_teardown(ssrf_at_connect, setup, teardown),
+		cmocka_unit_test_setup_teardown(per_host_rate_limit, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

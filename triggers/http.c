@@ -38,6 +38,8 @@
 #include "triggerd/http_client.h"
 #include "triggerd/kind.h"
 #include "triggerd/log.h"
+#include "triggerd/ratelimit.h"
+#include "triggerd/ssrf.h"
 #include "triggerd/triggerd.h"
 
 #define DEFAULT_INTERVAL_MS 5000
@@ -52,6 +54,8 @@ struct conf {
 	char *args_mp;             /* the validated args, stored verbatim */
 	size_t args_len;
 	char *url;
+	char *host;                /* for the connect-time SSRF check */
+	char rl_key[TD_RL_KEY_MAX + 1]; /* scheme+host+port */
 	char *method;
 	struct curl_slist *headers;
 	char *body;
@@ -71,7 +75,8 @@ struct conf {
 struct poll;
 
 struct http_state {
-	struct td_timer node;      /* next poll / backoff */
+	struct td_timer node;      /* next poll / backoff / rate limit */
+	struct td_rl_waiter waiter; /* queued for a per-host in-flight slot */
 	struct conf *conf;
 	struct poll *poll;         /* in flight, NULL when idle */
 	uint32_t failures;         /* consecutive transport errors / 5xx */
@@ -83,6 +88,8 @@ struct http_state {
 struct poll {
 	struct td_http_req req;
 	struct td_trigger *t;
+	const struct td_ssrf *ssrf;
+	char denied[TD_SSRF_WHY_MAX];   /* set when the connect was refused */
 };
 
 static bool key_is(const msgpack_object *k, const char *s)
@@ -108,6 +115,7 @@ static void conf_free(struct conf *c)
 		return;
 	free(c->args_mp);
 	free(c->url);
+	free(c->host);
 	free(c->method);
 	curl_slist_free_all(c->headers);
 	free(c->body);
@@ -186,11 +194,21 @@ static int parse_conf(struct conf *c, const msgpack_object *args, char *err, siz
 				return bad(err, errlen, "args.%s: only http:// and https:// URLs", "url");
 			CURLU *u = curl_url();
 			CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, c->url, 0) : CURLUE_OUT_OF_MEMORY;
+			if (uc == CURLUE_OK)
+			{
+				char *h = NULL;
+				uc = curl_url_get(u, CURLUPART_HOST, &h, 0);
+				if (uc == CURLUE_OK && !(c->host = strdup(h)))
+					uc = CURLUE_OUT_OF_MEMORY;
+				curl_free(h);
+			}
 			curl_url_cleanup(u);
 			if (uc != CURLUE_OK) {
 				snprintf(err, errlen, "args.url: %s", curl_url_strerror(uc));
 				return TD_EINVAL_SPEC;
 			}
+			if (td_ratelimit_key_from_url(c->url, c->rl_key, sizeof(c->rl_key)) != 0)
+				return bad(err, errlen, "args.%s: cannot derive a host key", "url");
 		} else if (key_is(k, "method")) {
 			static const char *const ok[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
 			bool found = false;
@@ -307,6 +325,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, char *err, siz
 }
 
 static void fire_cb(struct td_timer *node, uint64_t now);
+static void slot_cb(struct td_rl_waiter *w);
 
 static int http_parse(struct td_trigger *t, const msgpack_object *args, int64_t now_ms,
 		      char *err, size_t errlen)
@@ -314,12 +333,24 @@ static int http_parse(struct td_trigger *t, const msgpack_object *args, int64_t 
 	struct http_state *st = td_trigger_state(t);
 	memset(st, 0, sizeof(*st));
 	td_timer_init(&st->node, fire_cb);
+	td_rl_waiter_init(&st->waiter, slot_cb);
 	struct conf *c = calloc(1, sizeof(*c));
 	if (!c) {
 		snprintf(err, errlen, "args: out of memory");
 		return -ENOMEM;
 	}
 	int rc = parse_conf(c, args, err, errlen);
+	if (rc == 0) {
+		/* Literal addresses and names checked now: a denied URL is a
+		 * rejected submission naming the rule. Resolved addresses are
+		 * checked again at connect time (DNS rebinding). */
+		char why[TD_SSRF_WHY_MAX];
+		const struct td_ssrf *g = td_shard_ssrf(td_trigger_shard(t));
+		if (g && td_ssrf_check_host(g, c->host, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "args.url: denied by the SSRF guard: %s", why);
+			rc = TD_EINVAL_SPEC;
+		}
+	}
 	if (rc) {
 		if (rc == -ENOMEM)
 			snprintf(err, errlen, "args: out of memory");
@@ -512,6 +543,16 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	struct conf *c = st->conf;
 	st->poll = NULL;
 	st->polls++;
+	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
+	if (p->denied[0]) {
+		/* The name resolved to a denied address (DNS rebinding, or a
+		 * name no host rule covers): retrying would not help. */
+		char msg[TD_SSRF_WHY_MAX + 64];
+		snprintf(msg, sizeof(msg), "connect denied by the SSRF guard: %s", p->denied);
+		struct td_outcome o = {.status = TD_FAILURE, .error = msg, .due_at_ms = -1};
+		td_trigger_fire(t, &o);
+		goto out;
+	}
 	if (res != CURLE_OK) {
 		backoff(t, st, req->errbuf[0] ? req->errbuf : curl_easy_strerror(res), 0);
 		goto out;
@@ -561,19 +602,79 @@ out:
 	free(p);
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION: the address curl is about to connect to. */
+static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct poll *p = userp;
+	struct http_state *st = td_trigger_state(p->t);
+	if (p->ssrf && td_ssrf_check_connect(p->ssrf, st->conf->host, &a->addr, a->addrlen,
+					     p->denied, sizeof(p->denied)) != 0)
+		return CURL_SOCKET_BAD;
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static void start_poll(struct td_trigger *t);
+
+static void slot_cb(struct td_rl_waiter *w)
+{
+	struct http_state *st = td_container_of(w, struct http_state, waiter);
+	start_poll(td_trigger_from_state(st));
+}
+
+/* Ask the host's limiter; false when the poll must wait (it is then
+ * re-armed on the wheel for the exact allowed time, or queued for an
+ * in-flight slot). */
+static bool admitted(struct td_trigger *t, struct http_state *st)
+{
+	struct td_ratelimit *rl = td_shard_ratelimit(td_trigger_shard(t));
+	const char *key = st->conf->rl_key;
+	size_t kl = strlen(key);
+	for (int tries = 0; tries < 2; tries++) {
+		uint64_t retry = 0;
+		int rc = td_ratelimit_acquire(rl, key, kl, (uint64_t)td_mono_ns(), &retry);
+		if (rc == 0)
+			return true;
+		if (rc == TD_EFULL) {
+			td_wheel_add(td_shard_wheel(td_trigger_shard(t)), &st->node,
+				     td_ratelimit_retry_tick(retry));
+			return false;
+		}
+		if (rc == -EBUSY) {
+			int w = td_ratelimit_wait(rl, key, kl, &st->waiter);
+			if (w == 0 || w == -EALREADY)
+				return false;
+			if (w == -EAGAIN)
+				continue; /* a slot freed meanwhile */
+		}
+		break;
+	}
+	backoff(t, st, "rate limiter refused the request", 0);
+	return false;
+}
+
 static void start_poll(struct td_trigger *t)
 {
 	struct http_state *st = td_trigger_state(t);
 	struct conf *c = st->conf;
+	if (!admitted(t, st))
+		return;
 	struct poll *p = calloc(1, sizeof(*p));
 	if (!p || td_http_req_init(&p->req, c->url, c->max_body, c->timeout_ms) != 0) {
 		free(p);
+		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
 		backoff(t, st, "out of memory", 0);
 		return;
 	}
 	p->t = t;
+	p->ssrf = td_shard_ssrf(td_trigger_shard(t));
 	p->req.done = poll_done;
 	CURL *e = p->req.easy;
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, p);
+	/* No proxy from the environment (the guard would see the proxy's
+	 * address) and no redirects (their targets are not checked). */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
 	if (!strcmp(c->method, "HEAD"))
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -587,6 +688,7 @@ static void start_poll(struct td_trigger *t)
 	if (td_http_start(td_shard_http(td_trigger_shard(t)), &p->req) != 0) {
 		td_http_req_finish(&p->req);
 		free(p);
+		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
 		backoff(t, st, "curl refused the request", 0);
 		return;
 	}
@@ -613,7 +715,11 @@ static void http_stop(struct td_trigger *t)
 {
 	struct http_state *st = td_trigger_state(t);
 	td_wheel_cancel(td_shard_wheel(td_trigger_shard(t)), &st->node);
+	if (td_rl_waiter_pending(&st->waiter))
+		td_ratelimit_unwait(td_shard_ratelimit(td_trigger_shard(t)), &st->waiter);
 	if (st->poll) {
+		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), st->conf->rl_key,
+				     strlen(st->conf->rl_key));
 		td_http_cancel(td_shard_http(td_trigger_shard(t)), &st->poll->req);
 		td_http_req_finish(&st->poll->req);
 		free(st->poll);

@@ -32,6 +32,8 @@
 struct td_trigger;
 struct td_shard;
 struct td_http;
+struct td_ratelimit;
+struct td_ssrf;
 
 struct td_kind {
 	const char *name;
@@ -73,6 +75,9 @@ struct td_shard *td_trigger_shard(const struct td_trigger *t);
 struct td_wheel *td_shard_wheel(struct td_shard *s);
 /** The shard's HTTP client (curl multi on the reactor). */
 struct td_http *td_shard_http(struct td_shard *s);
+/** The shard's per-host rate limiter and SSRF guard. */
+struct td_ratelimit *td_shard_ratelimit(struct td_shard *s);
+const struct td_ssrf *td_shard_ssrf(struct td_shard *s);
 /** A pseudo-random 64-bit value from the shard's generator (jitter). */
 uint64_t td_shard_rand(struct td_shard *s);
 /** True when the spec asked for `repeat`. */
