@@ -9,8 +9,12 @@
  *   body                string, sent with the request
  *   interval_ms         between polls (default 5000, >= 100), +-10% jitter
  *   request_timeout_ms  per request (default 10000)
- *   success_status      array of statuses counted as success (default 2xx)
- *   failure_status      array of statuses that end the trigger (failure)
+ *   success_status      statuses counted as success (default "2xx"); an
+ *                       array of numbers and classes like "3xx"
+ *   failure_status      statuses that end the trigger (failure)
+ *   retry_status        statuses that just poll again (before failure)
+ *   success_payload     any value: the success event's payload instead of
+ *                       the response
  *   body_regex          PCRE2 pattern the body must match (with success)
  *   json_pointer+equals RFC 6901 pointer into the JSON body, and the value
  *                       it must equal (any JSON/msgpack value)
@@ -63,8 +67,11 @@ struct conf {
 	int64_t interval_ms;
 	long timeout_ms;
 	size_t max_body;
-	uint16_t *ok_status, *fail_status;
-	uint32_t n_ok, n_fail;
+	uint16_t *ok_status, *fail_status, *retry_status;
+	uint32_t n_ok, n_fail, n_retry;
+	uint8_t ok_class, fail_class, retry_class; /* bit c: "<c>xx" */
+	char *payload_mp;          /* success_payload, msgpack; NULL: response */
+	size_t payload_len;
 	pcre2_code *re;
 	pcre2_match_context *mctx;
 	char *pointer;
@@ -121,6 +128,8 @@ static void conf_free(struct conf *c)
 	free(c->body);
 	free(c->ok_status);
 	free(c->fail_status);
+	free(c->retry_status);
+	free(c->payload_mp);
 	pcre2_code_free(c->re);
 	pcre2_match_context_free(c->mctx);
 	free(c->pointer);
@@ -138,8 +147,9 @@ static int bad(char *err, size_t errlen, const char *fmt, ...)
 	return TD_EINVAL_SPEC;
 }
 
+/* An array of statuses (100..599) and classes ("1xx".."5xx"). */
 static int get_statuses(const msgpack_object *v, const char *name, uint16_t **out,
-			uint32_t *n, char *err, size_t errlen)
+			uint32_t *n, uint8_t *classes, char *err, size_t errlen)
 {
 	if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
 	    v->via.array.size > 100)
@@ -147,14 +157,20 @@ static int get_statuses(const msgpack_object *v, const char *name, uint16_t **ou
 	*out = calloc(v->via.array.size, sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
+	*n = 0;
 	for (uint32_t i = 0; i < v->via.array.size; i++) {
 		const msgpack_object *e = &v->via.array.ptr[i];
+		if (e->type == MSGPACK_OBJECT_STR && e->via.str.size == 3 &&
+		    e->via.str.ptr[0] >= '1' && e->via.str.ptr[0] <= '5' &&
+		    e->via.str.ptr[1] == 'x' && e->via.str.ptr[2] == 'x') {
+			*classes |= (uint8_t)(1u << (e->via.str.ptr[0] - '0'));
+			continue;
+		}
 		if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 < 100 ||
 		    e->via.u64 > 599)
-			return bad(err, errlen, "args.%s: statuses must be integers 100..599", name);
-		(*out)[i] = (uint16_t)e->via.u64;
+			return bad(err, errlen, "args.%s: entries must be statuses 100..599 or \"1xx\"..\"5xx\"", name);
+		(*out)[(*n)++] = (uint16_t)e->via.u64;
 	}
-	*n = v->via.array.size;
 	return 0;
 }
 
@@ -260,11 +276,25 @@ static int parse_conf(struct conf *c, const msgpack_object *args, char *err, siz
 				return rc;
 			c->max_body = (size_t)v;
 		} else if (key_is(k, "success_status")) {
-			if ((rc = get_statuses(val, "success_status", &c->ok_status, &c->n_ok, err, errlen)))
+			if ((rc = get_statuses(val, "success_status", &c->ok_status, &c->n_ok,
+					       &c->ok_class, err, errlen)))
 				return rc;
 		} else if (key_is(k, "failure_status")) {
-			if ((rc = get_statuses(val, "failure_status", &c->fail_status, &c->n_fail, err, errlen)))
+			if ((rc = get_statuses(val, "failure_status", &c->fail_status, &c->n_fail,
+					       &c->fail_class, err, errlen)))
 				return rc;
+		} else if (key_is(k, "retry_status")) {
+			if ((rc = get_statuses(val, "retry_status", &c->retry_status, &c->n_retry,
+					       &c->retry_class, err, errlen)))
+				return rc;
+		} else if (key_is(k, "success_payload")) {
+			msgpack_sbuffer pb;
+			msgpack_packer ppk;
+			msgpack_sbuffer_init(&pb);
+			msgpack_packer_init(&ppk, &pb, msgpack_sbuffer_write);
+			msgpack_pack_object(&ppk, *val);
+			c->payload_mp = pb.data; /* ownership moves to conf */
+			c->payload_len = pb.size;
 		} else if (key_is(k, "body_regex")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > 4096)
 				return bad(err, errlen, "args.%s: expected a PCRE2 pattern string", "body_regex");
@@ -381,8 +411,10 @@ static void schedule(struct td_trigger *t, uint64_t delay_ms)
 	td_wheel_add(td_shard_wheel(td_trigger_shard(t)), &st->node, td_mono_ms() + delay_ms);
 }
 
-static bool in_list(const uint16_t *l, uint32_t n, long status)
+static bool in_list(const uint16_t *l, uint32_t n, uint8_t classes, long status)
 {
+	if (status >= 100 && status < 600 && (classes & (1u << (status / 100))))
+		return true;
 	for (uint32_t i = 0; i < n; i++)
 		if (l[i] == status)
 			return true;
@@ -557,7 +589,14 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 		backoff(t, st, req->errbuf[0] ? req->errbuf : curl_easy_strerror(res), 0);
 		goto out;
 	}
-	if (c->n_fail && in_list(c->fail_status, c->n_fail, status)) {
+	bool ok = (c->n_ok || c->ok_class) ? in_list(c->ok_status, c->n_ok, c->ok_class, status) :
+					     status >= 200 && status < 300;
+	if (!ok && in_list(c->retry_status, c->n_retry, c->retry_class, status)) {
+		st->failures = 0;
+		schedule(t, jittered(t, c->interval_ms));
+		goto out;
+	}
+	if (!ok && in_list(c->fail_status, c->n_fail, c->fail_class, status)) {
 		msgpack_sbuffer sb;
 		msgpack_sbuffer_init(&sb);
 		pack_payload(&sb, req, status);
@@ -570,7 +609,6 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 		(void)rc; /* ended, or held and restarted later */
 		goto out;
 	}
-	bool ok = c->n_ok ? in_list(c->ok_status, c->n_ok, status) : status >= 200 && status < 300;
 	if (!ok) {
 		if (status >= 500) {
 			char msg[32];
@@ -589,7 +627,10 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	}
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
-	pack_payload(&sb, req, status);
+	if (c->payload_mp)
+		msgpack_sbuffer_write(&sb, c->payload_mp, c->payload_len);
+	else
+		pack_payload(&sb, req, status);
 	bool repeat = td_trigger_repeat(t);
 	struct td_outcome o = {.status = TD_SUCCESS, .payload = sb.data, .payload_len = sb.size,
 			       .due_at_ms = -1, .occurrence = st->polls};
