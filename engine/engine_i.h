@@ -119,6 +119,15 @@ struct td_spec {
 int td_spec_parse(const msgpack_object *o, int64_t now_ms, struct td_spec *out,
 		  char *err, size_t errlen);
 
+/**
+ * Rewrite an Airflow serialized trigger (classpath + kwargs) in @spec as a
+ * native spec (kind + args), packed into @out. Returns 0 when rewritten, 1
+ * when @spec has no classpath (nothing written), or TD_EINVAL_SPEC with
+ * "classpath: ..." / "kwargs.<field>: ..." in @err.
+ */
+int td_airflow_rewrite(const msgpack_object *spec, msgpack_sbuffer *out, char *err,
+		       size_t errlen);
+
 /** A valid queue name: 1..TD_QUEUE_MAX of [A-Za-z0-9_.:-]. */
 bool td_queue_name_ok(const char *s, size_t n);
 

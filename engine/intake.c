@@ -234,8 +234,11 @@ static void add(struct td_shard *s, const char *entry, const redisReply *fields)
 		bytes = conv.data;
 		len = conv.size;
 	}
-	msgpack_unpacked up;
+	msgpack_unpacked up, up2;
 	msgpack_unpacked_init(&up);
+	msgpack_unpacked_init(&up2);
+	msgpack_sbuffer airflow;
+	msgpack_sbuffer_init(&airflow);
 	size_t off = 0, used = 0;
 	char merr[160];
 	int64_t now = td_wall_ms();
@@ -251,7 +254,25 @@ static void add(struct td_shard *s, const char *entry, const redisReply *fields)
 		snprintf(err, sizeof(err), "spec: %zu trailing bytes after the map", len - off);
 		rc = TD_EINVAL_SPEC;
 	} else {
-		rc = td_spec_parse(&up.data, now, &spec, err, sizeof(err));
+		/* Airflow's classpath + kwargs become kind + args first. */
+		int rw = td_airflow_rewrite(&up.data, &airflow, err, sizeof(err));
+		if (rw < 0) {
+			char ignored[TD_ERR_MAX];
+			/* Only to name id and queue in the rejection. */
+			td_spec_parse(&up.data, now, &spec, ignored, sizeof(ignored));
+			rc = rw;
+		} else if (rw == 0) {
+			size_t aoff = 0;
+			if (msgpack_unpack_next(&up2, airflow.data, airflow.size, &aoff) !=
+			    MSGPACK_UNPACK_SUCCESS) {
+				snprintf(err, sizeof(err), "classpath: internal error translating");
+				rc = TD_EINVAL_SPEC;
+			} else {
+				rc = td_spec_parse(&up2.data, now, &spec, err, sizeof(err));
+			}
+		} else {
+			rc = td_spec_parse(&up.data, now, &spec, err, sizeof(err));
+		}
 	}
 	if (rc) {
 		reject(s, entry, &spec, err);
@@ -296,6 +317,8 @@ static void add(struct td_shard *s, const char *entry, const redisReply *fields)
 	td_sink_push(&s->sink, rec);
 out:
 	msgpack_unpacked_destroy(&up);
+	msgpack_unpacked_destroy(&up2);
+	msgpack_sbuffer_destroy(&airflow);
 	msgpack_sbuffer_destroy(&conv);
 }
 

@@ -433,6 +433,52 @@ static void far_future_times(void **state)
 	assert_int_equal(harness_td_stop(h, SIGTERM), 0); /* not wedged */
 }
 
+/* Airflow's serialized DateTimeTrigger is accepted as it is. */
+static void airflow_datetime_trigger(void **state)
+{
+	struct harness *h = *state;
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	int64_t at = now_ms() + 400;
+	char doc[600];
+	/* datetime as Airflow serializes it, seconds with a fraction */
+	snprintf(doc, sizeof(doc),
+		 "{\"id\":\"af1\",\"classpath\":\"airflow.providers.standard.triggers.temporal.DateTimeTrigger\","
+		 "\"kwargs\":{\"moment\":{\"__type\":\"datetime\",\"__var\":%lld.%03lld},\"end_from_trigger\":false},"
+		 "\"meta\":{\"dag_id\":\"d\",\"task_id\":\"t\",\"try_number\":1}}",
+		 (long long)(at / 1000), (long long)(at % 1000));
+	assert_int_equal(submit_json(h, doc), 0);
+	/* the 2.x class path, ISO moment */
+	assert_int_equal(submit_json(h, "{\"id\":\"af2\",\"classpath\":\"airflow.triggers.temporal.DateTimeTrigger\","
+				     "\"kwargs\":{\"moment\":\"2020-01-01T00:00:00+00:00\"}}"), 0);
+	assert_int_equal(submit_json(h, "{\"id\":\"af3\",\"classpath\":\"airflow.triggers.temporal.DateTimeTrigger\","
+				     "\"kwargs\":{\"moment\":\"tomorrow\"}}"), 0);
+	assert_int_equal(submit_json(h, "{\"id\":\"af4\",\"classpath\":\"my.own.Trigger\",\"kwargs\":{}}"), 0);
+	assert_int_equal(submit_json(h, "{\"id\":\"af5\",\"classpath\":\"airflow.triggers.temporal.DateTimeTrigger\","
+				     "\"kwargs\":{\"moment\":\"2020-01-01T00:00:00Z\",\"apply_function\":\"x\"}}"), 0);
+	struct event ev[6];
+	assert_int_equal(wait_events(h, ev, 5, 5000), 5);
+	/* af2 (in the past) first, then the rejections, then af1 */
+	assert_string_equal(ev[0].id, "af2");
+	assert_string_equal(ev[0].status, "success");
+	assert_string_equal(ev[0].payload_json, "{\"__type\":\"datetime\",\"__var\":1577836800.0}");
+	assert_string_equal(ev[1].id, "af3");
+	assert_string_equal(ev[1].status, "rejected");
+	assert_non_null(strstr(ev[1].error, "kwargs.moment: expected an ISO 8601"));
+	assert_string_equal(ev[2].id, "af4");
+	assert_non_null(strstr(ev[2].error, "classpath: unsupported Airflow trigger 'my.own.Trigger'"));
+	assert_string_equal(ev[3].id, "af5");
+	assert_non_null(strstr(ev[3].error, "kwargs.apply_function: not a DateTimeTrigger argument"));
+	assert_string_equal(ev[4].id, "af1");
+	assert_string_equal(ev[4].status, "success");
+	assert_string_equal(ev[4].kind, "timer");
+	assert_int_equal(ev[4].due_at_ms, at);
+	assert_true(ev[4].fired_at_ms >= at);
+	assert_string_equal(ev[4].meta_json, "{\"dag_id\":\"d\",\"task_id\":\"t\",\"try_number\":1}");
+	double var = 0;
+	assert_int_equal(sscanf(ev[4].payload_json, "{\"__type\":\"datetime\",\"__var\":%lf}", &var), 1);
+	assert_true(var * 1000.0 > (double)at - 0.5 && var * 1000.0 < (double)at + 0.5);
+}
+
 /* The command-line contract: --version, --help, usage errors exit 2. */
 static void cli_contract(void **state)
 {
@@ -483,6 +529,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(redis_comes_back_empty, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(redis_down_at_start, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(far_future_times, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(airflow_datetime_trigger, harness_setup, harness_teardown),
 		cmocka_unit_test(cli_contract),
 		cmocka_unit_test_setup_teardown(clean_shutdown_exit_code, harness_setup, harness_teardown),
 	};

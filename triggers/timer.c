@@ -4,6 +4,7 @@
  * args: exactly one of at_ms (unix ms), at (RFC 3339), after_ms (relative
  * to acceptance; stored as at_ms, so a restart does not restart the delay);
  * interval_ms with repeat: true fires at at_ms + k * interval_ms, k = 0, 1, ...
+ * success_payload (any value) becomes the event's payload (default nil).
  *
  * The wheel runs on the monotonic clock; the due time is wall clock and is
  * checked again when the wheel fires: if the wall clock was stepped back in
@@ -15,6 +16,7 @@
  * re-post of an occurrence already posted a no-op.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
@@ -27,6 +29,7 @@ struct timer_state {
 	int64_t at_ms;       /* first (or only) due time */
 	int64_t interval_ms; /* 0: one-shot */
 	int64_t due_ms;      /* the occurrence the node is armed for */
+	char *payload;       /* success_payload (msgpack), NULL: nil */
 };
 
 static bool key_is(const msgpack_object *k, const char *s)
@@ -54,8 +57,8 @@ static int get_uint(const msgpack_object *v, const char *name, int64_t *out,
 
 static void fire_cb(struct td_timer *node, uint64_t now);
 
-static int timer_parse(struct td_trigger *t, const msgpack_object *args,
-		       int64_t now_ms, char *err, size_t errlen)
+static int timer_parse_args(struct td_trigger *t, const msgpack_object *args,
+			    int64_t now_ms, char *err, size_t errlen)
 {
 	struct timer_state *st = td_trigger_state(t);
 	int have = 0;
@@ -92,6 +95,19 @@ static int timer_parse(struct td_trigger *t, const msgpack_object *args,
 			}
 			st->at_ms = v;
 			have++;
+		} else if (key_is(k, "success_payload")) {
+			msgpack_sbuffer sb;
+			msgpack_packer pk;
+			msgpack_sbuffer_init(&sb);
+			msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+			/* Length-prefixed: 4 bytes of size, then the msgpack. */
+			uint32_t n = 0;
+			msgpack_sbuffer_write(&sb, (const char *)&n, sizeof(n));
+			msgpack_pack_object(&pk, *val);
+			n = (uint32_t)(sb.size - sizeof(n));
+			memcpy(sb.data, &n, sizeof(n));
+			free(st->payload);
+			st->payload = sb.data;
 		} else if (key_is(k, "interval_ms")) {
 			if (get_uint(val, "interval_ms", &v, err, errlen))
 				return TD_EINVAL_SPEC;
@@ -132,10 +148,38 @@ static int timer_parse(struct td_trigger *t, const msgpack_object *args,
 	return 0;
 }
 
+/* A failed parse frees what it allocated: the engine frees the trigger
+ * without calling destroy. */
+static int timer_parse(struct td_trigger *t, const msgpack_object *args,
+		       int64_t now_ms, char *err, size_t errlen)
+{
+	int rc = timer_parse_args(t, args, now_ms, err, errlen);
+	if (rc) {
+		struct timer_state *st = td_trigger_state(t);
+		free(st->payload);
+		st->payload = NULL;
+	}
+	return rc;
+}
+
+static void timer_destroy(struct td_trigger *t)
+{
+	struct timer_state *st = td_trigger_state(t);
+	free(st->payload);
+	st->payload = NULL;
+}
+
 static void timer_pack_args(const struct td_trigger *t, msgpack_packer *pk)
 {
 	const struct timer_state *st = td_trigger_state(t);
-	msgpack_pack_map(pk, st->interval_ms ? 2 : 1);
+	msgpack_pack_map(pk, 1 + (st->interval_ms != 0) + (st->payload != NULL));
+	if (st->payload) {
+		uint32_t n;
+		memcpy(&n, st->payload, sizeof(n));
+		msgpack_pack_str(pk, 15);
+		msgpack_pack_str_body(pk, "success_payload", 15);
+		msgpack_pack_bin_body(pk, st->payload + sizeof(n), n);
+	}
 	msgpack_pack_str(pk, 5);
 	msgpack_pack_str_body(pk, "at_ms", 5);
 	msgpack_pack_int64(pk, st->at_ms);
@@ -184,6 +228,12 @@ static void fire_cb(struct td_timer *node, uint64_t now)
 		.status = TD_SUCCESS,
 		.due_at_ms = st->due_ms,
 	};
+	if (st->payload) {
+		uint32_t n;
+		memcpy(&n, st->payload, sizeof(n));
+		o.payload = st->payload + sizeof(n);
+		o.payload_len = n;
+	}
 	bool repeat = td_trigger_repeat(t);
 	if (repeat) {
 		o.occurrence = (uint64_t)st->due_ms;
@@ -215,5 +265,5 @@ const struct td_kind td_kind_timer = {
 	.pack_args = timer_pack_args,
 	.start = timer_start,
 	.stop = timer_stop,
-	.destroy = NULL,
+	.destroy = timer_destroy,
 };

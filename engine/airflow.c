@@ -1,0 +1,284 @@
+/*
+ * Airflow serialized triggers (classpath + kwargs) rewritten as native
+ * specs (kind + args) before validation, so they are validated, stored and
+ * fired like any other spec. Payloads follow what the Airflow trigger
+ * would have yielded in its TriggerEvent.
+ *
+ *   DateTimeTrigger (airflow.providers.standard.triggers.temporal and 2.x
+ *   airflow.triggers.temporal): kwargs moment (ISO 8601 with offset, or
+ *   Airflow's {"__type": "datetime", "__var": <epoch seconds>}),
+ *   end_from_trigger (accepted; ending the task is the worker's side).
+ *   -> timer at the moment; payload the moment as Airflow serializes a
+ *   datetime: {"__type": "datetime", "__var": <epoch seconds>}.
+ *
+ *   HttpSensorTrigger (airflow.providers.http.triggers.http): kwargs
+ *   endpoint, http_conn_id (default "http_default"), method, data, headers,
+ *   extra_options, poke_interval (seconds, default 5).
+ *   -> http on the named connection; like the Airflow trigger, any status
+ *   below 400 succeeds, 404 polls again, other 4xx/5xx fail; payload true.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine_i.h"
+#include "triggerd/timefmt.h"
+
+static bool key_is(const msgpack_object *k, const char *s)
+{
+	size_t n = strlen(s);
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+	       memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+static bool str_is(const msgpack_object *o, const char *s)
+{
+	return key_is(o, s);
+}
+
+static const msgpack_object *get(const msgpack_object *map, const char *key)
+{
+	if (!map || map->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	for (uint32_t i = 0; i < map->via.map.size; i++)
+		if (key_is(&map->via.map.ptr[i].key, key))
+			return &map->via.map.ptr[i].val;
+	return NULL;
+}
+
+static void pk_str(msgpack_packer *pk, const char *s)
+{
+	size_t n = strlen(s);
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+/* Copy every top-level field of @spec except classpath and kwargs; the
+ * caller packs kind and args after. Returns how many were copied. */
+static uint32_t count_rest(const msgpack_object *spec)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < spec->via.map.size; i++) {
+		const msgpack_object *k = &spec->via.map.ptr[i].key;
+		if (!key_is(k, "classpath") && !key_is(k, "kwargs"))
+			n++;
+	}
+	return n;
+}
+
+static void pack_rest(msgpack_packer *pk, const msgpack_object *spec)
+{
+	for (uint32_t i = 0; i < spec->via.map.size; i++) {
+		const msgpack_object_kv *kv = &spec->via.map.ptr[i];
+		if (key_is(&kv->key, "classpath") || key_is(&kv->key, "kwargs"))
+			continue;
+		msgpack_pack_object(pk, kv->key);
+		msgpack_pack_object(pk, kv->val);
+	}
+}
+
+static double number(const msgpack_object *o, bool *ok)
+{
+	*ok = true;
+	switch (o->type) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: return (double)o->via.u64;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return (double)o->via.i64;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: return o->via.f64;
+	default: *ok = false; return 0;
+	}
+}
+
+/* An Airflow datetime: ISO text or {"__type":"datetime","__var":secs}. */
+static int moment_ms(const msgpack_object *m, int64_t *out, char *err, size_t errlen)
+{
+	if (m && m->type == MSGPACK_OBJECT_STR) {
+		if (td_rfc3339_parse(m->via.str.ptr, m->via.str.size, out) == 0 && *out >= 0)
+			return 0;
+		snprintf(err, errlen, "kwargs.moment: expected an ISO 8601 date-time with an offset");
+		return TD_EINVAL_SPEC;
+	}
+	const msgpack_object *type = get(m, "__type"), *var = get(m, "__var");
+	bool ok = false;
+	double secs = var ? number(var, &ok) : 0;
+	if (type && str_is(type, "datetime") && ok && secs >= 0 &&
+	    secs * 1000.0 <= (double)TD_TIME_MAX_MS) {
+		/* Rounded up: the timer must not fire before the moment. */
+		*out = (int64_t)ceil(secs * 1000.0 - 1e-6);
+		return 0;
+	}
+	snprintf(err, errlen, "kwargs.moment: expected an ISO 8601 string or "
+		 "{\"__type\": \"datetime\", \"__var\": <epoch seconds>}");
+	return TD_EINVAL_SPEC;
+}
+
+static int datetime_trigger(const msgpack_object *spec, const msgpack_object *kw,
+			    msgpack_packer *pk, char *err, size_t errlen)
+{
+	const msgpack_object *moment = get(kw, "moment");
+	if (!moment) {
+		snprintf(err, errlen, "kwargs.moment: required");
+		return TD_EINVAL_SPEC;
+	}
+	for (uint32_t i = 0; i < kw->via.map.size; i++) {
+		const msgpack_object *k = &kw->via.map.ptr[i].key;
+		if (!key_is(k, "moment") && !key_is(k, "end_from_trigger")) {
+			snprintf(err, errlen, "kwargs.%.*s: not a DateTimeTrigger argument",
+				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
+				       k->via.str.size : 0), k->via.str.ptr);
+			return TD_EINVAL_SPEC;
+		}
+	}
+	int64_t at;
+	int rc = moment_ms(moment, &at, err, errlen);
+	if (rc)
+		return rc;
+	msgpack_pack_map(pk, count_rest(spec) + 2);
+	pack_rest(pk, spec);
+	pk_str(pk, "kind");
+	pk_str(pk, "timer");
+	pk_str(pk, "args");
+	msgpack_pack_map(pk, 2);
+	pk_str(pk, "at_ms");
+	msgpack_pack_int64(pk, at);
+	pk_str(pk, "success_payload");
+	msgpack_pack_map(pk, 2);
+	pk_str(pk, "__type");
+	pk_str(pk, "datetime");
+	pk_str(pk, "__var");
+	msgpack_pack_double(pk, (double)at / 1000.0);
+	return 0;
+}
+
+static int http_sensor_trigger(const msgpack_object *spec, const msgpack_object *kw,
+			       msgpack_packer *pk, char *err, size_t errlen)
+{
+	static const char *const known[] = {"endpoint", "http_conn_id", "method", "data",
+					    "headers", "extra_options", "poke_interval"};
+	for (uint32_t i = 0; i < kw->via.map.size; i++) {
+		const msgpack_object *k = &kw->via.map.ptr[i].key;
+		bool found = false;
+		for (size_t j = 0; j < TD_ARRAY_LEN(known); j++)
+			found |= key_is(k, known[j]);
+		if (!found) {
+			snprintf(err, errlen, "kwargs.%.*s: not an HttpSensorTrigger argument",
+				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
+				       k->via.str.size : 0), k->via.str.ptr);
+			return TD_EINVAL_SPEC;
+		}
+	}
+	const msgpack_object *endpoint = get(kw, "endpoint"), *conn = get(kw, "http_conn_id");
+	const msgpack_object *method = get(kw, "method"), *data = get(kw, "data");
+	const msgpack_object *headers = get(kw, "headers"), *poke = get(kw, "poke_interval");
+	int64_t interval = 5000;
+	if (poke && poke->type != MSGPACK_OBJECT_NIL) {
+		bool ok;
+		double secs = number(poke, &ok);
+		if (!ok || secs < 0.1 || secs > 86400) {
+			snprintf(err, errlen, "kwargs.poke_interval: expected seconds, 0.1..86400");
+			return TD_EINVAL_SPEC;
+		}
+		interval = (int64_t)(secs * 1000.0 + 0.5);
+	}
+	if (data && data->type != MSGPACK_OBJECT_NIL && data->type != MSGPACK_OBJECT_STR) {
+		/* aiohttp would form-encode a dict for POST and put it in the
+		 * query for GET; not reproduced here yet. */
+		snprintf(err, errlen, "kwargs.data: only a string body is supported (got a structured value)");
+		return TD_EINVAL_SPEC;
+	}
+	uint32_t nargs = 8 + (method && method->type != MSGPACK_OBJECT_NIL) +
+			 (data && data->type == MSGPACK_OBJECT_STR) +
+			 (headers && headers->type != MSGPACK_OBJECT_NIL);
+	msgpack_pack_map(pk, count_rest(spec) + 2);
+	pack_rest(pk, spec);
+	pk_str(pk, "kind");
+	pk_str(pk, "http");
+	pk_str(pk, "args");
+	msgpack_pack_map(pk, nargs);
+	pk_str(pk, "conn");
+	if (conn && conn->type != MSGPACK_OBJECT_NIL)
+		msgpack_pack_object(pk, *conn);
+	else
+		pk_str(pk, "http_default");
+	pk_str(pk, "endpoint");
+	if (endpoint && endpoint->type != MSGPACK_OBJECT_NIL)
+		msgpack_pack_object(pk, *endpoint);
+	else
+		pk_str(pk, "");
+	if (method && method->type != MSGPACK_OBJECT_NIL) {
+		pk_str(pk, "method");
+		msgpack_pack_object(pk, *method);
+	}
+	if (data && data->type == MSGPACK_OBJECT_STR) {
+		pk_str(pk, "body");
+		msgpack_pack_object(pk, *data);
+	}
+	if (headers && headers->type != MSGPACK_OBJECT_NIL) {
+		pk_str(pk, "headers");
+		msgpack_pack_object(pk, *headers);
+	}
+	pk_str(pk, "interval_ms");
+	msgpack_pack_int64(pk, interval);
+	pk_str(pk, "success_status");
+	msgpack_pack_array(pk, 3);
+	pk_str(pk, "1xx");
+	pk_str(pk, "2xx");
+	pk_str(pk, "3xx");
+	pk_str(pk, "retry_status");
+	msgpack_pack_array(pk, 1);
+	msgpack_pack_uint16(pk, 404);
+	pk_str(pk, "failure_status");
+	msgpack_pack_array(pk, 2);
+	pk_str(pk, "4xx");
+	pk_str(pk, "5xx");
+	pk_str(pk, "success_payload");
+	msgpack_pack_true(pk);
+	pk_str(pk, "max_body");
+	msgpack_pack_uint32(pk, 0);
+	return 0;
+}
+
+static const struct {
+	const char *classpath;
+	int (*fn)(const msgpack_object *spec, const msgpack_object *kw,
+		  msgpack_packer *pk, char *err, size_t errlen);
+} classes[] = {
+	{"airflow.providers.standard.triggers.temporal.DateTimeTrigger", datetime_trigger},
+	{"airflow.triggers.temporal.DateTimeTrigger", datetime_trigger},
+	{"airflow.providers.http.triggers.http.HttpSensorTrigger", http_sensor_trigger},
+};
+
+int td_airflow_rewrite(const msgpack_object *spec, msgpack_sbuffer *out, char *err,
+		       size_t errlen)
+{
+	const msgpack_object *cp = get(spec, "classpath");
+	if (!cp)
+		return 1;
+	const msgpack_object *kw = get(spec, "kwargs");
+	if (get(spec, "kind") || get(spec, "args")) {
+		snprintf(err, errlen, "classpath: give either classpath + kwargs or kind + args");
+		return TD_EINVAL_SPEC;
+	}
+	if (cp->type != MSGPACK_OBJECT_STR) {
+		snprintf(err, errlen, "classpath: expected a string");
+		return TD_EINVAL_SPEC;
+	}
+	static const msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
+	if (!kw || kw->type == MSGPACK_OBJECT_NIL)
+		kw = &empty;
+	if (kw->type != MSGPACK_OBJECT_MAP) {
+		snprintf(err, errlen, "kwargs: expected a map");
+		return TD_EINVAL_SPEC;
+	}
+	for (size_t i = 0; i < TD_ARRAY_LEN(classes); i++) {
+		if (!str_is(cp, classes[i].classpath))
+			continue;
+		msgpack_packer pk;
+		msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+		return classes[i].fn(spec, kw, &pk, err, errlen);
+	}
+	snprintf(err, errlen, "classpath: unsupported Airflow trigger '%.*s' (supported: "
+		 "DateTimeTrigger, HttpSensorTrigger; see docs/kinds.md)",
+		 (int)(cp->via.str.size > 120 ? 120 : cp->via.str.size), cp->via.str.ptr);
+	return TD_EINVAL_SPEC;
+}
