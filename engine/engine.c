@@ -16,6 +16,7 @@
 
 #include "clock.h"
 #include "engine_i.h"
+#include "triggerd/connections.h"
 #include "triggerd/http_client.h"
 #include "triggerd/log.h"
 #include "triggerd/ratelimit.h"
@@ -68,6 +69,11 @@ struct td_ratelimit *td_shard_ratelimit(struct td_shard *s)
 const struct td_ssrf *td_shard_ssrf(struct td_shard *s)
 {
 	return s->eng->cfg.ssrf;
+}
+
+const struct td_conns *td_shard_conns(struct td_shard *s)
+{
+	return s->eng->cfg.conns;
 }
 
 uint64_t td_shard_rand(struct td_shard *s)
@@ -312,6 +318,8 @@ void td_engine_finish(struct td_engine *e)
 	msgpack_sbuffer_destroy(&s->scratch);
 	td_ratelimit_free(e->cfg.ratelimit);
 	td_ssrf_free(e->cfg.ssrf);
+	td_conns_free(e->cfg.conns);
+	e->cfg.conns = NULL;
 	e->cfg.ratelimit = NULL;
 	e->cfg.ssrf = NULL;
 }

@@ -298,6 +298,7 @@ struct td_config {
 	struct td_http_limits http;   /* curl connection limits */
 	struct td_ratelimit *ratelimit; /* built from flags by main; owned */
 	struct td_ssrf *ssrf;         /* likewise */
+	struct td_conns *conns;       /* likewise */
 };
 
 struct td_stats {

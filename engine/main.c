@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "engine_i.h"
+#include "triggerd/connections.h"
 #include "triggerd/log.h"
 #include "triggerd/ratelimit.h"
 #include "triggerd/ssrf.h"
@@ -51,6 +52,9 @@ static void usage(FILE *f)
 "  --rate-limit RULE   per-host poll rate, e.g. 'api.example.com=5/s,burst=10,inflight=4'\n"
 "                      or 'default=100/s,burst=100' (the default); repeatable\n"
 "  --rate-limit-file F one RULE per line ('#' comments)\n"
+"  --connections-file F  named connections: a JSON object of id -> Airflow URI\n"
+"                      or JSON form; AIRFLOW_CONN_<ID> variables are read too\n"
+"                      and win over the file, as in Airflow\n"
 "  --allow-hosts LIST  SSRF guard: comma-separated hosts/CIDRs http polls may reach;\n"
 "                      any allow rule switches to allowlist mode\n"
 "  --deny-hosts LIST   hosts/CIDRs they may not reach (beats allow). Link-local\n"
@@ -150,6 +154,7 @@ static pid_t start_private_redis(const char *dir, const char *sock)
 #define DONE(code) do { \
 		td_ratelimit_free(cfg.ratelimit); \
 		td_ssrf_free(cfg.ssrf); \
+		td_conns_free(cfg.conns); \
 		return (code); \
 	} while (0)
 
@@ -173,6 +178,7 @@ int main(int argc, char **argv)
 		{"rate-limit-file", required_argument, NULL, 'F'},
 		{"allow-hosts", required_argument, NULL, 'A'},
 		{"deny-hosts", required_argument, NULL, 'D'},
+		{"connections-file", required_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -182,7 +188,8 @@ int main(int argc, char **argv)
 	/* Per-host default: 100 polls/s with a burst of 100 (see README). */
 	struct td_rl_rule dflt = {.interval_ns = 10000000, .burst = 100, .max_inflight = 0};
 	char err[640];
-	if (td_ratelimit_new(&cfg.ratelimit, &dflt) != 0 || td_ssrf_new(&cfg.ssrf) != 0) {
+	if (td_ratelimit_new(&cfg.ratelimit, &dflt) != 0 || td_ssrf_new(&cfg.ssrf) != 0 ||
+	    td_conns_new(&cfg.conns) != 0) {
 		fprintf(stderr, "triggerd: out of memory\n");
 		DONE(1);
 	}
@@ -263,6 +270,12 @@ int main(int argc, char **argv)
 				DONE(EXIT_USAGE);
 			}
 			break;
+		case 'C':
+			if (td_conns_load_file(cfg.conns, optarg, err, sizeof(err))) {
+				fprintf(stderr, "triggerd: --connections-file: %s\n", err);
+				DONE(EXIT_USAGE);
+			}
+			break;
 		case 'A':
 		case 'D':
 			if (td_ssrf_add_list(cfg.ssrf, c == 'A', optarg, err, sizeof(err))) {
@@ -291,6 +304,19 @@ int main(int argc, char **argv)
 	}
 	if (cfg.read_count > cfg.sink_max)
 		cfg.read_count = (unsigned)cfg.sink_max;
+	extern char **environ;
+	int bad = td_conns_load_env(cfg.conns, environ, err, sizeof(err));
+	if (bad < 0) {
+		fprintf(stderr, "triggerd: out of memory loading connections\n");
+		DONE(1);
+	}
+	/* A bad variable is skipped, named, never printed with its value. */
+	for (int i = 0; i < bad; i++) {
+		const char *m = td_conns_env_error(cfg.conns, (size_t)i);
+		char esc[600];
+		td_warn("connection variable skipped", "\"error\":\"%s\"",
+			td_log_esc(esc, sizeof(esc), m, strlen(m)));
+	}
 
 	int is_default = 0;
 	if (state_dir)

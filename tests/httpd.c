@@ -51,6 +51,9 @@ static void *conn_main(void *p)
 				break; /* body not complete yet */
 			bool close_after = strcasestr(buf, "\r\nconnection: close") != NULL &&
 					   strcasestr(buf, "\r\nconnection: close") < end;
+			pthread_mutex_lock(&s->lock);
+			snprintf(s->last_head, sizeof(s->last_head), "%.*s", (int)hlen, buf);
+			pthread_mutex_unlock(&s->lock);
 			long idx = atomic_fetch_add(&s->requests, 1);
 			if (idx < HTTPD_MAX_LOG)
 				s->log_ms[idx] = now_ms_();

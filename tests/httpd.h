@@ -21,6 +21,7 @@ struct httpd {
 	atomic_int delay_ms;         /* before answering */
 	pthread_mutex_t lock;
 	char body[4096];             /* response body (under lock) */
+	char last_head[4096];        /* the last request's head (under lock) */
 	atomic_long requests;
 	atomic_long connections;
 	atomic_int live;             /* connection threads still running */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "harness.h"
 #include "httpd.h"
@@ -229,6 +230,65 @@ static void per_host_rate_limit(void **state)
 		}
 }
 
+/* A named connection supplies base URL, basic auth and headers; nothing
+ * secret reaches td:triggers; Airflow's HttpSensorTrigger runs on it. */
+static void named_connection_and_airflow(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	char uri[256];
+	snprintf(uri, sizeof(uri), "http://robot:s3cr3t-pw@127.0.0.1:%d/?X-Api-Key=k-12345", e->srv.port);
+	setenv("AIRFLOW_CONN_MY_API", uri, 1);
+	httpd_set(&e->srv, 404, "", 0);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	unsetenv("AIRFLOW_CONN_MY_API");
+	submitf(h, "{\"id\":\"c1\",\"kind\":\"http\",\"args\":{\"conn\":\"my_api\",\"endpoint\":\"v1/status\","
+		   "\"interval_ms\":100,\"headers\":{\"X-Trace\":\"t1\"}}}");
+	submitf(h, "{\"id\":\"af\",\"classpath\":\"airflow.providers.http.triggers.http.HttpSensorTrigger\","
+		   "\"kwargs\":{\"http_conn_id\":\"my_api\",\"endpoint\":\"/ready\",\"poke_interval\":0.2,"
+		   "\"method\":\"GET\",\"data\":null,\"headers\":null,\"extra_options\":{}}}");
+	submitf(h, "{\"id\":\"nc\",\"kind\":\"http\",\"args\":{\"conn\":\"nope\",\"endpoint\":\"x\"}}");
+	struct event ev[4];
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].id, "nc");
+	assert_string_equal(ev[0].status, "rejected");
+	assert_non_null(strstr(ev[0].error, "args.conn: no connection 'nope' (set AIRFLOW_CONN_NOPE"));
+	sleep_ms(500); /* 404s: both keep polling */
+	assert_int_equal(read_events(h, ev, 2, 100), 0);
+	pthread_mutex_lock(&e->srv.lock);
+	char head[4096];
+	snprintf(head, sizeof(head), "%s", e->srv.last_head);
+	pthread_mutex_unlock(&e->srv.lock);
+	/* robot:s3cr3t-pw in base64 */
+	assert_non_null(strstr(head, "Authorization: Basic cm9ib3Q6czNjcjN0LXB3"));
+	assert_non_null(strstr(head, "X-Api-Key: k-12345"));
+	/* no secret in the durable store */
+	redisReply *r = redisCommand(h->c, "HGETALL td:triggers");
+	assert_int_equal(r->elements, 4);
+	for (size_t i = 0; i < r->elements; i++) {
+		assert_null(memmem(r->element[i]->str, r->element[i]->len, "s3cr3t", 6));
+		assert_null(memmem(r->element[i]->str, r->element[i]->len, "k-12345", 7));
+	}
+	freeReplyObject(r);
+	httpd_set(&e->srv, 200, "{\"ok\":1}", 0);
+	assert_int_equal(wait_events(h, ev, 2, 3000), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_string_equal(ev[i].status, "success");
+		if (!strcmp(ev[i].id, "af"))
+			assert_string_equal(ev[i].payload_json, "true");
+		else
+			assert_non_null(strstr(ev[i].payload_json, "\"status\":200"));
+	}
+	/* HttpSensorTrigger: a 500 fails the trigger, as in Airflow */
+	httpd_set(&e->srv, 500, "", 0);
+	submitf(h, "{\"id\":\"af5\",\"classpath\":\"airflow.providers.http.triggers.http.HttpSensorTrigger\","
+		   "\"kwargs\":{\"http_conn_id\":\"my_api\",\"endpoint\":\"x\",\"poke_interval\":0.2}}");
+	assert_int_equal(wait_events(h, ev, 1, 3000), 1);
+	assert_string_equal(ev[0].id, "af5");
+	assert_string_equal(ev[0].status, "failure");
+	assert_non_null(strstr(ev[0].error, "HTTP 500"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +298,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(ssrf_guard, setup, teardown),
 		cmocka_unit_test_setup_teardown(ssrf_at_connect, setup, teardown),
 		cmocka_unit_test_setup_teardown(per_host_rate_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(named_connection_and_airflow, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,8 +2,11 @@
  * Kind "http": poll a URL until it answers a condition.
  *
  * args:
- *   url                 http(s) URL (required for now; conn + endpoint
- *                       come with named connections)
+ *   url                 http(s) URL, or:
+ *   conn + endpoint     a named connection (AIRFLOW_CONN_<ID> or the
+ *                       connections file) and a path joined to its base URL;
+ *                       its login/password (basic auth) and extra (headers)
+ *                       are applied per request, never stored
  *   method              GET (default), POST, PUT, PATCH, DELETE, HEAD
  *   headers             map of string -> string
  *   body                string, sent with the request
@@ -39,6 +42,7 @@
 
 #include "clock.h"
 #include "triggerd/codec.h"
+#include "triggerd/connections.h"
 #include "triggerd/http_client.h"
 #include "triggerd/kind.h"
 #include "triggerd/log.h"
@@ -57,7 +61,8 @@
 struct conf {
 	char *args_mp;             /* the validated args, stored verbatim */
 	size_t args_len;
-	char *url;
+	char *url;                 /* given, or the connection's base + endpoint */
+	char *conn_id;             /* credentials and headers come from it */
 	char *host;                /* for the connect-time SSRF check */
 	char rl_key[TD_RL_KEY_MAX + 1]; /* scheme+host+port */
 	char *method;
@@ -95,6 +100,7 @@ struct http_state {
 struct poll {
 	struct td_http_req req;
 	struct td_trigger *t;
+	struct curl_slist *headers; /* connection headers + the spec's */
 	const struct td_ssrf *ssrf;
 	char denied[TD_SSRF_WHY_MAX];   /* set when the connect was refused */
 };
@@ -122,6 +128,7 @@ static void conf_free(struct conf *c)
 		return;
 	free(c->args_mp);
 	free(c->url);
+	free(c->conn_id);
 	free(c->host);
 	free(c->method);
 	curl_slist_free_all(c->headers);
@@ -187,9 +194,32 @@ static int get_ms(const msgpack_object *v, const char *name, int64_t lo, int64_t
 	return 0;
 }
 
-static int parse_conf(struct conf *c, const msgpack_object *args, char *err, size_t errlen)
+/* Validate c->url and derive the host and the rate-limit key from it. */
+static int check_url(struct conf *c, const char *field, char *err, size_t errlen)
 {
-	const msgpack_object *equals = NULL;
+	if (strncasecmp(c->url, "http://", 7) && strncasecmp(c->url, "https://", 8))
+		return bad(err, errlen, "args.%s: only http:// and https:// URLs", field);
+	CURLU *u = curl_url();
+	CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, c->url, 0) : CURLUE_OUT_OF_MEMORY;
+	if (uc == CURLUE_OK) {
+		char *h = NULL;
+		uc = curl_url_get(u, CURLUPART_HOST, &h, 0);
+		if (uc == CURLUE_OK && !(c->host = strdup(h)))
+			uc = CURLUE_OUT_OF_MEMORY;
+		curl_free(h);
+	}
+	curl_url_cleanup(u);
+	if (uc != CURLUE_OK)
+		return bad(err, errlen, "args.%s: %s", field, curl_url_strerror(uc));
+	if (td_ratelimit_key_from_url(c->url, c->rl_key, sizeof(c->rl_key)) != 0)
+		return bad(err, errlen, "args.%s: cannot derive a host key", field);
+	return 0;
+}
+
+static int parse_conf(struct conf *c, const msgpack_object *args, const struct td_conns *conns,
+		      char *err, size_t errlen)
+{
+	const msgpack_object *equals = NULL, *endpoint = NULL;
 	int rc;
 	int64_t v;
 	c->interval_ms = DEFAULT_INTERVAL_MS;
@@ -200,31 +230,22 @@ static int parse_conf(struct conf *c, const msgpack_object *args, char *err, siz
 	for (uint32_t i = 0; i < args->via.map.size; i++) {
 		const msgpack_object *k = &args->via.map.ptr[i].key;
 		const msgpack_object *val = &args->via.map.ptr[i].val;
-		if (key_is(k, "url")) {
+		if (key_is(k, "conn")) {
+			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size == 0 ||
+			    val->via.str.size > TD_CONN_ID_MAX)
+				return bad(err, errlen, "args.%s: expected a connection id", "conn");
+			if (!(c->conn_id = dup_str(val)))
+				return -ENOMEM;
+		} else if (key_is(k, "endpoint")) {
+			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > 8192)
+				return bad(err, errlen, "args.%s: expected a string", "endpoint");
+			endpoint = val;
+		} else if (key_is(k, "url")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size == 0 ||
 			    val->via.str.size > 8192)
 				return bad(err, errlen, "args.%s: expected a URL string", "url");
 			if (!(c->url = dup_str(val)))
 				return -ENOMEM;
-			if (strncasecmp(c->url, "http://", 7) && strncasecmp(c->url, "https://", 8))
-				return bad(err, errlen, "args.%s: only http:// and https:// URLs", "url");
-			CURLU *u = curl_url();
-			CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, c->url, 0) : CURLUE_OUT_OF_MEMORY;
-			if (uc == CURLUE_OK)
-			{
-				char *h = NULL;
-				uc = curl_url_get(u, CURLUPART_HOST, &h, 0);
-				if (uc == CURLUE_OK && !(c->host = strdup(h)))
-					uc = CURLUE_OUT_OF_MEMORY;
-				curl_free(h);
-			}
-			curl_url_cleanup(u);
-			if (uc != CURLUE_OK) {
-				snprintf(err, errlen, "args.url: %s", curl_url_strerror(uc));
-				return TD_EINVAL_SPEC;
-			}
-			if (td_ratelimit_key_from_url(c->url, c->rl_key, sizeof(c->rl_key)) != 0)
-				return bad(err, errlen, "args.%s: cannot derive a host key", "url");
 		} else if (key_is(k, "method")) {
 			static const char *const ok[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
 			bool found = false;
@@ -329,8 +350,37 @@ static int parse_conf(struct conf *c, const msgpack_object *args, char *err, siz
 			return TD_EINVAL_SPEC;
 		}
 	}
-	if (!c->url)
-		return bad(err, errlen, "args.%s: required", "url");
+	if (c->url && (c->conn_id || endpoint))
+		return bad(err, errlen, "args.%s: give either url or conn + endpoint", "url");
+	if (c->conn_id) {
+		const struct td_conn *cn = conns ? td_conns_get(conns, c->conn_id) : NULL;
+		if (!cn) {
+			char upper[TD_CONN_ID_MAX + 1];
+			size_t i = 0;
+			for (; c->conn_id[i] && i < TD_CONN_ID_MAX; i++) {
+				char ch = c->conn_id[i];
+				upper[i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
+			}
+			upper[i] = '\0';
+			return bad(err, errlen, "args.conn: no connection '%s' (set AIRFLOW_CONN_%s or "
+				   "add it to --connections-file)", c->conn_id, upper);
+		}
+		char buf[8448];
+		char ep[8200] = "";
+		if (endpoint)
+			snprintf(ep, sizeof(ep), "%.*s", (int)endpoint->via.str.size,
+				 endpoint->via.str.ptr);
+		if (td_conn_http_url(cn, ep, buf, sizeof(buf)) != 0)
+			return bad(err, errlen, "args.%s: URL too long", "endpoint");
+		if (!(c->url = strdup(buf)))
+			return -ENOMEM;
+		if ((rc = check_url(c, "conn", err, errlen)))
+			return rc;
+	} else if (!c->url) {
+		return bad(err, errlen, "args.%s: required (or conn + endpoint)", "url");
+	} else if ((rc = check_url(c, "url", err, errlen))) {
+		return rc;
+	}
 	if (!c->method && !(c->method = strdup(c->body ? "POST" : "GET")))
 		return -ENOMEM;
 	if (!!c->pointer != !!equals)
@@ -369,7 +419,7 @@ static int http_parse(struct td_trigger *t, const msgpack_object *args, int64_t 
 		snprintf(err, errlen, "args: out of memory");
 		return -ENOMEM;
 	}
-	int rc = parse_conf(c, args, err, errlen);
+	int rc = parse_conf(c, args, td_shard_conns(td_trigger_shard(t)), err, errlen);
 	if (rc == 0) {
 		/* Literal addresses and names checked now: a denied URL is a
 		 * rejected submission naming the rule. Resolved addresses are
@@ -640,6 +690,7 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 		schedule(t, jittered(t, c->interval_ms));
 out:
 	td_http_req_finish(&p->req);
+	curl_slist_free_all(p->headers);
 	free(p);
 }
 
@@ -719,8 +770,44 @@ static void start_poll(struct td_trigger *t)
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
 	if (!strcmp(c->method, "HEAD"))
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	if (c->headers)
-		curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+	const struct td_conn *cn = c->conn_id ?
+		td_conns_get(td_shard_conns(td_trigger_shard(t)), c->conn_id) : NULL;
+	if (cn) {
+		/* Secrets are read from the registry per request: they are
+		 * never part of the stored spec. */
+		if (cn->login[0] || cn->password[0]) {
+			curl_easy_setopt(e, CURLOPT_USERNAME, cn->login);
+			curl_easy_setopt(e, CURLOPT_PASSWORD, cn->password);
+		}
+		/* The connection's extra as headers (Airflow's HttpHook), unless
+		 * the spec sets the same header. */
+		size_t cur = 0;
+		struct td_conn_header hd;
+		int hr;
+		while ((hr = td_conn_http_headers(cn, &cur, &hd)) != 0) {
+			if (hr < 0)
+				continue;
+			bool overridden = false;
+			for (struct curl_slist *l = c->headers; l && !overridden; l = l->next)
+				overridden = !strncasecmp(l->data, hd.name, hd.name_len) &&
+					     l->data[hd.name_len] == ':';
+			if (overridden)
+				continue;
+			char line[8200];
+			snprintf(line, sizeof(line), "%.*s: %.*s", (int)hd.name_len, hd.name,
+				 (int)hd.value_len, hd.value);
+			struct curl_slist *n = curl_slist_append(p->headers, line);
+			if (n)
+				p->headers = n;
+		}
+	}
+	for (struct curl_slist *l = c->headers; l; l = l->next) {
+		struct curl_slist *n = curl_slist_append(p->headers, l->data);
+		if (n)
+			p->headers = n;
+	}
+	if (p->headers)
+		curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
 	if (c->body) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)c->body_len);
@@ -728,6 +815,7 @@ static void start_poll(struct td_trigger *t)
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "triggerd/" TD_VERSION);
 	if (td_http_start(td_shard_http(td_trigger_shard(t)), &p->req) != 0) {
 		td_http_req_finish(&p->req);
+		curl_slist_free_all(p->headers);
 		free(p);
 		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
 		backoff(t, st, "curl refused the request", 0);
@@ -763,6 +851,7 @@ static void http_stop(struct td_trigger *t)
 				     strlen(st->conf->rl_key));
 		td_http_cancel(td_shard_http(td_trigger_shard(t)), &st->poll->req);
 		td_http_req_finish(&st->poll->req);
+		curl_slist_free_all(st->poll->headers);
 		free(st->poll);
 		st->poll = NULL;
 	}

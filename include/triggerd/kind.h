@@ -34,6 +34,7 @@ struct td_shard;
 struct td_http;
 struct td_ratelimit;
 struct td_ssrf;
+struct td_conns;
 
 struct td_kind {
 	const char *name;
@@ -78,6 +79,8 @@ struct td_http *td_shard_http(struct td_shard *s);
 /** The shard's per-host rate limiter and SSRF guard. */
 struct td_ratelimit *td_shard_ratelimit(struct td_shard *s);
 const struct td_ssrf *td_shard_ssrf(struct td_shard *s);
+/** Named connections (AIRFLOW_CONN_*, --connections-file). */
+const struct td_conns *td_shard_conns(struct td_shard *s);
 /** A pseudo-random 64-bit value from the shard's generator (jitter). */
 uint64_t td_shard_rand(struct td_shard *s);
 /** True when the spec asked for `repeat`. */
