@@ -105,7 +105,7 @@ static void many_requests_reuse_connections(void **state)
 	url(e, u, sizeof(u), "/poll");
 	for (int i = 0; i < N; i++) {
 		calls[i].e = e;
-		assert_int_equal(td_http_req_init(&calls[i].req, u, 65536, 5000), 0);
+		assert_int_equal(td_http_req_init(e->http, &calls[i].req, u, 65536, 5000), 0);
 		calls[i].req.done = done_cb;
 		assert_int_equal(td_http_start(e->http, &calls[i].req), 0);
 	}
@@ -130,7 +130,7 @@ static void many_requests_reuse_connections(void **state)
 	assert_int_equal(e->done, N);
 	assert_int_equal(atomic_load(&e->srv.connections), conns);
 	for (int i = 0; i < N; i++)
-		td_http_req_finish(&calls[i].req);
+		td_http_req_finish(e->http, &calls[i].req);
 	free(calls);
 }
 
@@ -141,10 +141,10 @@ static void timeout_refused_and_names(void **state)
 	char u[128];
 	httpd_set(&e->srv, 200, "{}", 800);
 	url(e, u, sizeof(u), "/slow");
-	assert_int_equal(td_http_req_init(&slow.req, u, 1024, 200), 0);
+	assert_int_equal(td_http_req_init(e->http, &slow.req, u, 1024, 200), 0);
 	slow.req.done = done_cb;
 	/* Port 1 on loopback: nothing listens, connect is refused. */
-	assert_int_equal(td_http_req_init(&refused.req, "http://127.0.0.1:1/", 1024, 2000), 0);
+	assert_int_equal(td_http_req_init(e->http, &refused.req, "http://127.0.0.1:1/", 1024, 2000), 0);
 	refused.req.done = done_cb;
 	uint64_t t0 = td_mono_ms();
 	assert_int_equal(td_http_start(e->http, &slow.req), 0);
@@ -157,16 +157,16 @@ static void timeout_refused_and_names(void **state)
 	/* "localhost" goes through the (threaded) resolver. */
 	httpd_set(&e->srv, 503, "{\"busy\":1}", 0);
 	snprintf(u, sizeof(u), "http://localhost:%d/x", e->srv.port);
-	assert_int_equal(td_http_req_init(&named.req, u, 1024, 3000), 0);
+	assert_int_equal(td_http_req_init(e->http, &named.req, u, 1024, 3000), 0);
 	named.req.done = done_cb;
 	e->done = 0;
 	assert_int_equal(td_http_start(e->http, &named.req), 0);
 	run_until(e, 1, 5000);
 	assert_int_equal(named.res, CURLE_OK);
 	assert_int_equal(named.status, 503);
-	td_http_req_finish(&slow.req);
-	td_http_req_finish(&refused.req);
-	td_http_req_finish(&named.req);
+	td_http_req_finish(e->http, &slow.req);
+	td_http_req_finish(e->http, &refused.req);
+	td_http_req_finish(e->http, &named.req);
 }
 
 static void body_cap_and_cancel(void **state)
@@ -178,10 +178,10 @@ static void body_cap_and_cancel(void **state)
 	httpd_set(&e->srv, 200, big, 0);
 	struct call c = {.e = e}, gone = {.e = e};
 	url(e, u, sizeof(u), "/big");
-	assert_int_equal(td_http_req_init(&c.req, u, 100, 3000), 0);
+	assert_int_equal(td_http_req_init(e->http, &c.req, u, 100, 3000), 0);
 	c.req.done = done_cb;
 	assert_int_equal(td_http_start(e->http, &c.req), 0);
-	assert_int_equal(td_http_req_init(&gone.req, u, 100, 3000), 0);
+	assert_int_equal(td_http_req_init(e->http, &gone.req, u, 100, 3000), 0);
 	gone.req.done = done_cb;
 	assert_int_equal(td_http_start(e->http, &gone.req), 0);
 	td_http_cancel(e->http, &gone.req);
@@ -191,8 +191,8 @@ static void body_cap_and_cancel(void **state)
 	assert_true(c.req.truncated);
 	run_until(e, 2, 300); /* the cancelled one never reports */
 	assert_int_equal(gone.finished, 0);
-	td_http_req_finish(&c.req);
-	td_http_req_finish(&gone.req);
+	td_http_req_finish(e->http, &c.req);
+	td_http_req_finish(e->http, &gone.req);
 }
 
 int main(void)

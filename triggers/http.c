@@ -623,6 +623,8 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	struct td_trigger *t = p->t;
 	struct http_state *st = td_trigger_state(t);
 	struct conf *c = st->conf;
+	/* Taken now: firing may end and free the trigger before "out". */
+	struct td_http *http = td_shard_http(td_trigger_shard(t));
 	st->poll = NULL;
 	st->polls++;
 	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
@@ -689,7 +691,7 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	if (rc == 0 && repeat)
 		schedule(t, jittered(t, c->interval_ms));
 out:
-	td_http_req_finish(&p->req);
+	td_http_req_finish(http, &p->req);
 	curl_slist_free_all(p->headers);
 	free(p);
 }
@@ -751,7 +753,7 @@ static void start_poll(struct td_trigger *t)
 	if (!admitted(t, st))
 		return;
 	struct poll *p = calloc(1, sizeof(*p));
-	if (!p || td_http_req_init(&p->req, c->url, c->max_body, c->timeout_ms) != 0) {
+	if (!p || td_http_req_init(td_shard_http(td_trigger_shard(t)), &p->req, c->url, c->max_body, c->timeout_ms) != 0) {
 		free(p);
 		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
 		backoff(t, st, "out of memory", 0);
@@ -814,7 +816,7 @@ static void start_poll(struct td_trigger *t)
 	}
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "triggerd/" TD_VERSION);
 	if (td_http_start(td_shard_http(td_trigger_shard(t)), &p->req) != 0) {
-		td_http_req_finish(&p->req);
+		td_http_req_finish(td_shard_http(td_trigger_shard(t)), &p->req);
 		curl_slist_free_all(p->headers);
 		free(p);
 		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
@@ -850,7 +852,7 @@ static void http_stop(struct td_trigger *t)
 		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), st->conf->rl_key,
 				     strlen(st->conf->rl_key));
 		td_http_cancel(td_shard_http(td_trigger_shard(t)), &st->poll->req);
-		td_http_req_finish(&st->poll->req);
+		td_http_req_finish(td_shard_http(td_trigger_shard(t)), &st->poll->req);
 		curl_slist_free_all(st->poll->headers);
 		free(st->poll);
 		st->poll = NULL;

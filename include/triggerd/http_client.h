@@ -57,12 +57,14 @@ int td_http_new(struct td_http **out, struct td_reactor *reactor,
  * this so the completions arrive before the ring is torn down. Accepts NULL. */
 void td_http_free(struct td_http *h);
 
-/** Initialise @req with a fresh easy handle for @url (body cap @body_cap,
- * request timeout @timeout_ms, 0: none). Returns 0 or -ENOMEM. */
-int td_http_req_init(struct td_http_req *req, const char *url, size_t body_cap,
-		     long timeout_ms);
-/** Release the easy handle and buffers of a request that is not active. */
-void td_http_req_finish(struct td_http_req *req);
+/** Initialise @req for @url (body cap @body_cap, request timeout
+ * @timeout_ms, 0: none) with an easy handle from @h's pool (reset) or a new
+ * one. Returns 0 or -ENOMEM. */
+int td_http_req_init(struct td_http *h, struct td_http_req *req, const char *url,
+		     size_t body_cap, long timeout_ms);
+/** Release the buffers of a request that is not active and give its easy
+ * handle back to @h's pool. */
+void td_http_req_finish(struct td_http *h, struct td_http_req *req);
 
 /** Start @req; @done is called exactly once unless td_http_cancel() is
  * called first. Returns 0, or -EINVAL if curl refuses (done is not called). */
