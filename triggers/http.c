@@ -777,7 +777,7 @@ static void start_poll(struct td_trigger *t)
 	if (cn) {
 		/* Secrets are read from the registry per request: they are
 		 * never part of the stored spec. */
-		if (cn->login[0] || cn->password[0]) {
+		if (cn->login[0]) { /* as Airflow's HttpHook: only with a login */
 			curl_easy_setopt(e, CURLOPT_USERNAME, cn->login);
 			curl_easy_setopt(e, CURLOPT_PASSWORD, cn->password);
 		}
@@ -787,8 +787,17 @@ static void start_poll(struct td_trigger *t)
 		struct td_conn_header hd;
 		int hr;
 		while ((hr = td_conn_http_headers(cn, &cur, &hd)) != 0) {
-			if (hr < 0)
+			if (hr < 0) {
+				/* Once per trigger, not once per poll. */
+				if (st->polls == 0) {
+					char esc[300], cesc[600];
+					td_warn("connection extra entry is not a sendable header; skipped",
+						"\"conn\":\"%s\",\"name\":\"%s\"",
+						td_log_esc(cesc, sizeof(cesc), c->conn_id, strlen(c->conn_id)),
+						td_log_esc(esc, sizeof(esc), hd.name, hd.name_len));
+				}
 				continue;
+			}
 			bool overridden = false;
 			for (struct curl_slist *l = c->headers; l && !overridden; l = l->next)
 				overridden = !strncasecmp(l->data, hd.name, hd.name_len) &&
