@@ -76,6 +76,12 @@ const struct td_conns *td_shard_conns(struct td_shard *s)
 	return s->eng->cfg.conns;
 }
 
+void td_shard_count(struct td_shard *s, enum td_counter c, unsigned long n)
+{
+	if ((unsigned)c < TD_CNT__MAX)
+		s->stats.counters[c] += n;
+}
+
 uint64_t td_shard_rand(struct td_shard *s)
 {
 	/* xorshift64*: jitter only, not for anything secret. */
@@ -116,12 +122,16 @@ static void log_stats(struct td_shard *s, const char *msg)
 	td_info(msg, "\"triggers\":%zu,\"held\":%s,\"sink_backlog\":%zu,"
 		"\"posted\":%llu,\"success\":%llu,\"timeout\":%llu,\"cancelled\":%llu,"
 		"\"rejected\":%llu,\"trigger_bytes\":%zu,\"table_bytes\":%zu,"
-		"\"bytes_per_trigger\":%.1f",
+		"\"bytes_per_trigger\":%.1f,\"http_polls\":%llu,\"http_transport_errors\":%llu,"
+		"\"http_5xx\":%llu,\"http_rate_limited\":%llu,\"http_ssrf_denied\":%llu",
 		n, s->held_head ? "true" : "false", s->sink.nrec, s->sink.posted,
 		s->stats.fired[TD_SUCCESS], s->stats.fired[TD_TIMEOUT],
 		s->stats.fired[TD_CANCELLED], s->stats.fired[TD_REJECTED],
 		s->stats.trigger_bytes, table_bytes,
-		n ? (double)(s->stats.trigger_bytes + table_bytes) / (double)n : 0.0);
+		n ? (double)(s->stats.trigger_bytes + table_bytes) / (double)n : 0.0,
+		s->stats.counters[TD_CNT_HTTP_POLLS], s->stats.counters[TD_CNT_HTTP_TRANSPORT],
+		s->stats.counters[TD_CNT_HTTP_5XX], s->stats.counters[TD_CNT_HTTP_RATELIMITED],
+		s->stats.counters[TD_CNT_HTTP_SSRF]);
 }
 
 static void stats_cb(struct td_timer *t, uint64_t now)

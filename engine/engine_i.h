@@ -305,6 +305,7 @@ struct td_stats {
 	unsigned long long fired[5];  /* by enum td_status */
 	unsigned long long held;
 	size_t trigger_bytes;         /* malloc_usable_size of live triggers */
+	unsigned long long counters[TD_CNT__MAX];
 };
 
 struct td_shard {

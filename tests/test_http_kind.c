@@ -228,6 +228,12 @@ static void per_host_rate_limit(void **state)
 			if (count > 5 * (w + 1) / 1000 + 2)
 				fail_msg("%ld requests in %lld ms", count, (long long)w);
 		}
+	/* The deferrals show in the counters of the final stats line. */
+	assert_int_equal(harness_td_stop(h, SIGTERM), 0);
+	assert_true(log_contains(h, "\"msg\":\"stopped\""));
+	assert_true(log_contains(h, "\"http_polls\":"));
+	assert_false(log_contains(h, "\"http_rate_limited\":0,"));
+	assert_false(log_contains(h, "\"http_polls\":0,"));
 }
 
 /* A named connection supplies base URL, basic auth and headers; nothing

@@ -608,10 +608,14 @@ static void backoff(struct td_trigger *t, struct http_state *st, const char *why
 		size_t idl;
 		const char *id = td_trigger_id(t, &idl);
 		char esc[600], eesc[300];
+		/* curl's message can quote a URL: mask connection secrets. */
+		char masked[300];
+		const struct td_conns *cs = td_shard_conns(td_trigger_shard(t));
+		const char *w = cs ? td_conn_mask(cs, why, masked, sizeof(masked)) : why;
 		td_warn("http poll failed; retrying with backoff",
 			"\"id\":\"%s\",\"error\":\"%s\",\"status\":%ld,\"failures\":%u,\"retry_ms\":%lld",
 			td_log_esc(esc, sizeof(esc), id, idl),
-			td_log_esc(eesc, sizeof(eesc), why, strlen(why)), status, st->failures,
+			td_log_esc(eesc, sizeof(eesc), w, strlen(w)), status, st->failures,
 			(long long)ms);
 	}
 	schedule(t, jittered(t, ms));
@@ -627,8 +631,11 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	struct td_http *http = td_shard_http(td_trigger_shard(t));
 	st->poll = NULL;
 	st->polls++;
+	struct td_shard *shard = td_trigger_shard(t);
+	td_shard_count(shard, TD_CNT_HTTP_POLLS, 1);
 	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
 	if (p->denied[0]) {
+		td_shard_count(shard, TD_CNT_HTTP_SSRF, 1);
 		/* The name resolved to a denied address (DNS rebinding, or a
 		 * name no host rule covers): retrying would not help. */
 		char msg[TD_SSRF_WHY_MAX + 64];
@@ -638,6 +645,7 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 		goto out;
 	}
 	if (res != CURLE_OK) {
+		td_shard_count(shard, TD_CNT_HTTP_TRANSPORT, 1);
 		backoff(t, st, req->errbuf[0] ? req->errbuf : curl_easy_strerror(res), 0);
 		goto out;
 	}
@@ -663,6 +671,7 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	}
 	if (!ok) {
 		if (status >= 500) {
+			td_shard_count(shard, TD_CNT_HTTP_5XX, 1);
 			char msg[32];
 			snprintf(msg, sizeof(msg), "HTTP %ld", status);
 			backoff(t, st, msg, status);
@@ -729,11 +738,13 @@ static bool admitted(struct td_trigger *t, struct http_state *st)
 		if (rc == 0)
 			return true;
 		if (rc == TD_EFULL) {
+			td_shard_count(td_trigger_shard(t), TD_CNT_HTTP_RATELIMITED, 1);
 			td_wheel_add(td_shard_wheel(td_trigger_shard(t)), &st->node,
 				     td_ratelimit_retry_tick(retry));
 			return false;
 		}
 		if (rc == -EBUSY) {
+			td_shard_count(td_trigger_shard(t), TD_CNT_HTTP_RATELIMITED, 1);
 			int w = td_ratelimit_wait(rl, key, kl, &st->waiter);
 			if (w == 0 || w == -EALREADY)
 				return false;

@@ -81,6 +81,18 @@ struct td_ratelimit *td_shard_ratelimit(struct td_shard *s);
 const struct td_ssrf *td_shard_ssrf(struct td_shard *s);
 /** Named connections (AIRFLOW_CONN_*, --connections-file). */
 const struct td_conns *td_shard_conns(struct td_shard *s);
+/** Counters a kind bumps; reported in the periodic stats log line (and,
+ * later, /metrics). */
+enum td_counter {
+	TD_CNT_HTTP_POLLS,        /* requests completed */
+	TD_CNT_HTTP_TRANSPORT,    /* transport errors (refused, timeout, DNS) */
+	TD_CNT_HTTP_5XX,          /* 5xx answers retried with backoff */
+	TD_CNT_HTTP_RATELIMITED,  /* polls deferred by the per-host limiter */
+	TD_CNT_HTTP_SSRF,         /* connects refused by the SSRF guard */
+	TD_CNT__MAX,
+};
+void td_shard_count(struct td_shard *s, enum td_counter c, unsigned long n);
+
 /** A pseudo-random 64-bit value from the shard's generator (jitter). */
 uint64_t td_shard_rand(struct td_shard *s);
 /** True when the spec asked for `repeat`. */
