@@ -44,6 +44,13 @@ struct td_http {
 	 * the CPU at 10k polls/s (allocation and default setup). */
 	CURL *pool[64];
 	int npool;
+	/* At most max_in_curl transfers are handed to curl; the rest wait
+	 * here, FIFO. curl 7.88's curl_multi_remove_handle is linear in the
+	 * handles the multi holds: with thousands of polls queued behind a
+	 * few per-host connections inside curl, every completion paid for all
+	 * of them and the loop spiralled to 100% CPU. */
+	int in_curl, max_in_curl, nqueued;
+	struct td_http_req *qhead, *qtail;
 };
 
 struct sock {
@@ -96,6 +103,42 @@ static void sock_sync(struct sock *k)
 		sock_arm(k);
 }
 
+static int add_to_curl(struct td_http *h, struct td_http_req *req)
+{
+	if (curl_multi_add_handle(h->multi, req->easy) != CURLM_OK)
+		return -EINVAL;
+	h->in_curl++;
+	return 0;
+}
+
+static void unqueue(struct td_http *h, struct td_http_req *req)
+{
+	if (req->qprev)
+		req->qprev->qnext = req->qnext;
+	else
+		h->qhead = req->qnext;
+	if (req->qnext)
+		req->qnext->qprev = req->qprev;
+	else
+		h->qtail = req->qprev;
+	req->qnext = req->qprev = NULL;
+	req->queued = false;
+	h->nqueued--;
+}
+
+/* Hand queued requests to curl while there is room. */
+static void feed(struct td_http *h)
+{
+	while (h->qhead && h->in_curl < h->max_in_curl) {
+		struct td_http_req *req = h->qhead;
+		unqueue(h, req);
+		if (add_to_curl(h, req) != 0) {
+			req->active = false;
+			req->done(req, CURLE_FAILED_INIT, 0);
+		}
+	}
+}
+
 static void check_done(struct td_http *h)
 {
 	CURLMsg *msg;
@@ -110,9 +153,11 @@ static void check_done(struct td_http *h)
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 		curl_multi_remove_handle(h->multi, easy);
+		h->in_curl--;
 		req->active = false;
 		req->done(req, res, status);
 	}
+	feed(h);
 }
 
 static void action(struct td_http *h, curl_socket_t fd, int ev)
@@ -218,6 +263,8 @@ int td_http_new(struct td_http **out, struct td_reactor *reactor,
 	}
 	h->reactor = reactor;
 	h->wheel = wheel;
+	h->max_in_curl = limits && limits->max_total_connections ?
+			 (int)limits->max_total_connections : 256;
 	td_timer_init(&h->timer, timer_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
@@ -315,7 +362,20 @@ int td_http_start(struct td_http *h, struct td_http_req *req)
 	td_buf_reset(&req->body);
 	req->truncated = false;
 	req->errbuf[0] = '\0';
-	if (curl_multi_add_handle(h->multi, req->easy) != CURLM_OK)
+	if (h->in_curl >= h->max_in_curl) {
+		req->qnext = NULL;
+		req->qprev = h->qtail;
+		if (h->qtail)
+			h->qtail->qnext = req;
+		else
+			h->qhead = req;
+		h->qtail = req;
+		req->queued = true;
+		h->nqueued++;
+		req->active = true;
+		return 0;
+	}
+	if (add_to_curl(h, req) != 0)
 		return -EINVAL;
 	req->active = true;
 	return 0;
@@ -325,8 +385,24 @@ void td_http_cancel(struct td_http *h, struct td_http_req *req)
 {
 	if (!req->active)
 		return;
-	curl_multi_remove_handle(h->multi, req->easy);
+	if (req->queued) {
+		unqueue(h, req);
+	} else {
+		curl_multi_remove_handle(h->multi, req->easy);
+		h->in_curl--;
+		feed(h);
+	}
 	req->active = false;
+}
+
+int td_http_in_curl(const struct td_http *h)
+{
+	return h->in_curl;
+}
+
+int td_http_queued(const struct td_http *h)
+{
+	return h->nqueued;
 }
 
 int td_http_running(const struct td_http *h)

@@ -59,13 +59,14 @@ static void run_until(struct env *e, int n, int ms)
 	}
 }
 
-static int setup_limits(void **state, long host_conns)
+static int setup_limits2(void **state, long host_conns, long total)
 {
 	struct env *e = calloc(1, sizeof(*e));
 	if (td_reactor_init(&e->reactor, 256) != 0)
 		return -1;
 	td_wheel_init(&e->wheel, td_mono_ms());
-	struct td_http_limits lim = {.max_host_connections = host_conns};
+	struct td_http_limits lim = {.max_host_connections = host_conns,
+				     .max_total_connections = total};
 	if (td_http_new(&e->http, &e->reactor, &e->wheel, &lim) != 0)
 		return -1;
 	if (httpd_start(&e->srv) != 0)
@@ -76,7 +77,12 @@ static int setup_limits(void **state, long host_conns)
 
 static int setup(void **state)
 {
-	return setup_limits(state, 4);
+	return setup_limits2(state, 4, 0);
+}
+
+static int setup_capped(void **state)
+{
+	return setup_limits2(state, 4, 8);
 }
 
 static int teardown(void **state)
@@ -195,6 +201,45 @@ static void body_cap_and_cancel(void **state)
 	td_http_req_finish(e->http, &gone.req);
 }
 
+/* No more than max_total_connections transfers are handed to curl; the
+ * rest wait in the client's queue, in order, and can be cancelled there. */
+static void queue_bounds_curl(void **state)
+{
+	struct env *e = *state;
+	enum { N = 200 };
+	struct call *calls = calloc(N, sizeof(*calls));
+	char u[128];
+	url(e, u, sizeof(u), "/q");
+	for (int i = 0; i < N; i++) {
+		calls[i].e = e;
+		assert_int_equal(td_http_req_init(e->http, &calls[i].req, u, 1024, 5000), 0);
+		calls[i].req.done = done_cb;
+		assert_int_equal(td_http_start(e->http, &calls[i].req), 0);
+	}
+	assert_int_equal(td_http_in_curl(e->http), 8);
+	assert_int_equal(td_http_queued(e->http), N - 8);
+	td_http_cancel(e->http, &calls[N - 1].req); /* still queued */
+	assert_int_equal(td_http_queued(e->http), N - 9);
+	int max_seen = 0;
+	uint64_t end = td_mono_ms() + 10000;
+	while (e->done < N - 1 && td_mono_ms() < end) {
+		run_until(e, e->done + 1, 50);
+		if (td_http_in_curl(e->http) > max_seen)
+			max_seen = td_http_in_curl(e->http);
+	}
+	assert_int_equal(e->done, N - 1);
+	assert_true(max_seen <= 8);
+	assert_int_equal(calls[N - 1].finished, 0);
+	for (int i = 0; i < N - 1; i++) {
+		assert_int_equal(calls[i].finished, 1);
+		assert_int_equal(calls[i].status, 200);
+	}
+	assert_int_equal(td_http_queued(e->http), 0);
+	for (int i = 0; i < N; i++)
+		td_http_req_finish(e->http, &calls[i].req);
+	free(calls);
+}
+
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -202,6 +247,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(many_requests_reuse_connections, setup, teardown),
 		cmocka_unit_test_setup_teardown(timeout_refused_and_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(body_cap_and_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(queue_bounds_curl, setup_capped, teardown),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();

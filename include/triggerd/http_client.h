@@ -40,7 +40,9 @@ struct td_http_req {
 	struct td_buf body;       /* response body, up to body_cap bytes */
 	size_t body_cap;
 	bool truncated;           /* the body was longer than body_cap */
-	bool active;              /* added to the multi handle */
+	bool active;              /* started: in curl or in the client's queue */
+	bool queued;              /* waiting in the client's queue */
+	struct td_http_req *qnext, *qprev;
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -74,5 +76,8 @@ int td_http_start(struct td_http *h, struct td_http_req *req);
 void td_http_cancel(struct td_http *h, struct td_http_req *req);
 /** Number of requests in flight. */
 int td_http_running(const struct td_http *h);
+/** Requests handed to curl, and waiting in the client's queue. */
+int td_http_in_curl(const struct td_http *h);
+int td_http_queued(const struct td_http *h);
 
 #endif
