@@ -6,7 +6,8 @@
 #   ./dev.sh test     install dependencies, build, run the whole test suite
 #
 # Also: ./dev.sh test --sanitize (ASan + UBSan build), ./dev.sh fuzz [SECONDS],
-# ./dev.sh bench [ARGS...], ./dev.sh build.
+# ./dev.sh bench [ARGS...] (timers), ./dev.sh bench-http [ARGS...] (http polls
+# against nginx-light), ./dev.sh build.
 set -eu
 
 cd "$(dirname "$0")"
@@ -106,6 +107,11 @@ bench)
 	deps
 	build build
 	exec ./build/bench/bench_timers "$@"
+	;;
+bench-http)
+	deps nginx-light
+	build build
+	exec ./build/bench/bench_http "$@"
 	;;
 *)
 	sed -n '2,12p' "$0"
