@@ -21,35 +21,7 @@
 #include "triggerd/codec.h"
 #include "triggerd/triggerd.h"
 
-#define GUARD_AREA (1u << 20) /* room for the largest test input */
-
-static char *guard_base;
-static size_t guard_page;
-
-static int guard_setup(void **state)
-{
-	guard_page = (size_t)sysconf(_SC_PAGESIZE);
-	void *m = mmap(NULL, GUARD_AREA + guard_page, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
-		return -1;
-	guard_base = m;
-	return mprotect(guard_base + GUARD_AREA, guard_page, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-	return munmap(guard_base, GUARD_AREA + guard_page);
-}
-
-/* @s copied so that its last byte is the last readable byte. */
-static const char *guarded(const char *s, size_t n)
-{
-	assert_true(n <= GUARD_AREA);
-	char *p = guard_base + GUARD_AREA - n;
-	memcpy(p, s, n);
-	return p;
-}
+#include "guard.h"
 
 struct conv {
 	msgpack_sbuffer sb;

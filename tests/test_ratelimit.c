@@ -29,36 +29,7 @@
 #define MS(x) ((uint64_t)(x) * UINT64_C(1000000))
 #define S(x) ((uint64_t)(x) * UINT64_C(1000000000))
 
-#define GUARD_AREA (1u << 16)
-
-static char *guard_base;
-static size_t guard_page;
-
-static int guard_setup(void **state)
-{
-	guard_page = (size_t)sysconf(_SC_PAGESIZE);
-	void *m = mmap(NULL, GUARD_AREA + guard_page, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
-		return -1;
-	guard_base = m;
-	return mprotect(guard_base + GUARD_AREA, guard_page, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-	return munmap(guard_base, GUARD_AREA + guard_page);
-}
-
-/* @s copied with its NUL as the last readable byte. */
-static const char *guarded(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	assert_true(n <= GUARD_AREA);
-	char *p = guard_base + GUARD_AREA - n;
-	memcpy(p, s, n);
-	return p;
-}
+#include "guard.h"
 
 static struct td_ratelimit *mk(uint64_t interval_ns, uint32_t burst, uint32_t inflight)
 {
@@ -258,7 +229,7 @@ static void exact_retry(void **state)
 	/* 7/m: 60e9 / 7 = 8571428571.4, T = 8571428572; burst 2: tau = T. */
 	struct td_rl_rule r;
 	char pat[TD_RL_KEY_MAX + 1], err[128];
-	assert_int_equal(td_ratelimit_parse_rule(guarded("h=7/m,burst=2"), pat, sizeof(pat),
+	assert_int_equal(td_ratelimit_parse_rule(guarded_str("h=7/m,burst=2"), pat, sizeof(pat),
 						 &r, err, sizeof(err)), 0);
 	assert_int_equal(r.interval_ns, UINT64_C(8571428572));
 	struct td_ratelimit *rl = mk(r.interval_ns, r.burst, 0);
@@ -725,21 +696,21 @@ static void url_keys(void **state)
 
 	for (size_t i = 0; i < TD_ARRAY_LEN(cases); i++) {
 		memset(buf, 'x', sizeof(buf));
-		int rc = td_ratelimit_key_from_url(guarded(cases[i].url), buf, sizeof(buf));
+		int rc = td_ratelimit_key_from_url(guarded_str(cases[i].url), buf, sizeof(buf));
 		if (rc != 0 || strcmp(buf, cases[i].key))
 			fail_msg("%s: rc %d key '%.40s', want '%s'", cases[i].url, rc, buf,
 				 cases[i].key);
 	}
 	for (size_t i = 0; i < TD_ARRAY_LEN(bad); i++)
-		if (td_ratelimit_key_from_url(guarded(bad[i]), buf, sizeof(buf)) != -EINVAL)
+		if (td_ratelimit_key_from_url(guarded_str(bad[i]), buf, sizeof(buf)) != -EINVAL)
 			fail_msg("'%s' accepted as '%s'", bad[i], buf);
 	assert_int_equal(td_ratelimit_key_from_url(NULL, buf, sizeof(buf)), -EINVAL);
 
 	/* The buffer must hold the key and its NUL. */
 	const char *want = "http://example.com:80";
-	assert_int_equal(td_ratelimit_key_from_url(guarded("http://example.com"), buf,
+	assert_int_equal(td_ratelimit_key_from_url(guarded_str("http://example.com"), buf,
 						   strlen(want)), -EINVAL);
-	assert_int_equal(td_ratelimit_key_from_url(guarded("http://example.com"), buf,
+	assert_int_equal(td_ratelimit_key_from_url(guarded_str("http://example.com"), buf,
 						   strlen(want) + 1), 0);
 	assert_string_equal(buf, want);
 
@@ -748,20 +719,20 @@ static void url_keys(void **state)
 	memcpy(url, "http://", 7);
 	memset(url + 7, 'a', 502);
 	url[7 + 502] = '\0';
-	assert_int_equal(td_ratelimit_key_from_url(guarded(url), buf, sizeof(buf)), 0);
+	assert_int_equal(td_ratelimit_key_from_url(guarded_str(url), buf, sizeof(buf)), 0);
 	assert_int_equal(strlen(buf), TD_RL_KEY_MAX);
 	url[7 + 502] = 'a';
 	url[7 + 503] = '\0';
-	assert_int_equal(td_ratelimit_key_from_url(guarded(url), buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(td_ratelimit_key_from_url(guarded_str(url), buf, sizeof(buf)), -EINVAL);
 	memset(url + 7, 'a', 600);
 	url[7 + 600] = '\0';
-	assert_int_equal(td_ratelimit_key_from_url(guarded(url), buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(td_ratelimit_key_from_url(guarded_str(url), buf, sizeof(buf)), -EINVAL);
 
 	/* The key feeds the rules. */
 	struct td_ratelimit *rl = mk(1, 1, 0);
 	struct td_rl_rule r = {5, 1, 0};
 	assert_int_equal(td_ratelimit_set_rule(rl, "api.example.com:443", &r), 0);
-	assert_int_equal(td_ratelimit_key_from_url(guarded("https://U@API.example.com./v1"),
+	assert_int_equal(td_ratelimit_key_from_url(guarded_str("https://U@API.example.com./v1"),
 						   buf, sizeof(buf)), 0);
 	assert_int_equal(iv(rl, buf), 5);
 	td_ratelimit_free(rl);
@@ -830,7 +801,7 @@ static void rule_parse(void **state)
 
 	for (size_t i = 0; i < TD_ARRAY_LEN(ok); i++) {
 		err[0] = '\0';
-		int rc = td_ratelimit_parse_rule(guarded(ok[i].text), pat, sizeof(pat), &r, err,
+		int rc = td_ratelimit_parse_rule(guarded_str(ok[i].text), pat, sizeof(pat), &r, err,
 						 sizeof(err));
 		if (rc)
 			fail_msg("'%s': %s", ok[i].text, err);
@@ -842,19 +813,19 @@ static void rule_parse(void **state)
 	}
 	for (size_t i = 0; i < TD_ARRAY_LEN(bad); i++) {
 		err[0] = '\0';
-		int rc = td_ratelimit_parse_rule(guarded(bad[i].text), pat, sizeof(pat), &r, err,
+		int rc = td_ratelimit_parse_rule(guarded_str(bad[i].text), pat, sizeof(pat), &r, err,
 						 sizeof(err));
 		if (rc != -EINVAL || !strstr(err, bad[i].msg))
 			fail_msg("'%s': rc %d, message '%s', want '%s'", bad[i].text, rc, err,
 				 bad[i].msg);
 	}
 	/* No room for the pattern; no error buffer. */
-	assert_int_equal(td_ratelimit_parse_rule(guarded("api.example.com=1/s"), pat, 15, &r,
+	assert_int_equal(td_ratelimit_parse_rule(guarded_str("api.example.com=1/s"), pat, 15, &r,
 						 err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "longer than the output buffer"));
-	assert_int_equal(td_ratelimit_parse_rule(guarded("api.example.com=1/s"), pat, 16, &r,
+	assert_int_equal(td_ratelimit_parse_rule(guarded_str("api.example.com=1/s"), pat, 16, &r,
 						 NULL, 0), 0);
-	assert_int_equal(td_ratelimit_parse_rule(guarded("x"), pat, sizeof(pat), &r, NULL, 0),
+	assert_int_equal(td_ratelimit_parse_rule(guarded_str("x"), pat, sizeof(pat), &r, NULL, 0),
 			 -EINVAL);
 }
 

@@ -26,36 +26,7 @@
 /* cmocka's test signature; meson builds with -Wno-unused-parameter too */
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 
-#define GUARD_AREA (1u << 16)
-
-static char *guard_base;
-static size_t guard_page;
-
-static int guard_setup(void **state)
-{
-	guard_page = (size_t)sysconf(_SC_PAGESIZE);
-	void *m = mmap(NULL, GUARD_AREA + guard_page, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
-		return -1;
-	guard_base = m;
-	return mprotect(guard_base + GUARD_AREA, guard_page, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-	return munmap(guard_base, GUARD_AREA + guard_page);
-}
-
-/* The first @n bytes of @s as a string whose NUL is the last readable byte. */
-static const char *guarded(const char *s, size_t n)
-{
-	assert_true(n + 1 <= GUARD_AREA);
-	char *p = guard_base + GUARD_AREA - n - 1;
-	memcpy(p, s, n);
-	p[n] = '\0';
-	return p;
-}
+#include "guard.h"
 
 /* A guard with the defaults plus two flag values (NULL: flag not given). */
 static struct td_ssrf *guard(const char *allow, const char *deny)
@@ -902,16 +873,16 @@ static void test_prefixes(void **state)
 	socklen_t len = make_sa(&u, "8.8.8.8");
 	for (size_t i = 0; i < TD_ARRAY_LEN(rules); i++)
 		for (size_t n = 0; n <= strlen(rules[i]); n++) {
-			td_ssrf_add(g, n % 2, guarded(rules[i], n), err, sizeof(err));
-			td_ssrf_add(g, n % 2, guarded(rules[i], n), NULL, 0);
+			td_ssrf_add(g, n % 2, guarded_strn(rules[i], n), err, sizeof(err));
+			td_ssrf_add(g, n % 2, guarded_strn(rules[i], n), NULL, 0);
 		}
 	for (size_t i = 0; i < TD_ARRAY_LEN(lists); i++)
 		for (size_t n = 0; n <= strlen(lists[i]); n++)
-			td_ssrf_add_list(g, false, guarded(lists[i], n), err, sizeof(err));
+			td_ssrf_add_list(g, false, guarded_strn(lists[i], n), err, sizeof(err));
 	for (size_t i = 0; i < TD_ARRAY_LEN(hosts); i++)
 		for (size_t n = 0; n <= strlen(hosts[i]); n++) {
-			td_ssrf_check_host(g, guarded(hosts[i], n), err, sizeof(err));
-			td_ssrf_check_connect(g, guarded(hosts[i], n), &u.sa, len, err,
+			td_ssrf_check_host(g, guarded_strn(hosts[i], n), err, sizeof(err));
+			td_ssrf_check_connect(g, guarded_strn(hosts[i], n), &u.sa, len, err,
 					      sizeof(err));
 		}
 	/* a full-length name and rule, also at the edge */
@@ -920,8 +891,8 @@ static void test_prefixes(void **state)
 	for (size_t i = 40; i < 260; i += 40)
 		name[i] = '.';
 	for (size_t n = 250; n < sizeof(name); n++) {
-		td_ssrf_add(g, false, guarded(name, n), err, sizeof(err));
-		td_ssrf_check_host(g, guarded(name, n), err, sizeof(err));
+		td_ssrf_add(g, false, guarded_strn(name, n), err, sizeof(err));
+		td_ssrf_check_host(g, guarded_strn(name, n), err, sizeof(err));
 	}
 	td_ssrf_free(g);
 }
