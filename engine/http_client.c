@@ -284,8 +284,9 @@ void td_http_free(struct td_http *h)
 {
 	if (!h)
 		return;
-	td_wheel_cancel(h->wheel, &h->timer);
 	curl_multi_cleanup(h->multi);
+	/* After the cleanup: it may still call the timer callback. */
+	td_wheel_cancel(h->wheel, &h->timer);
 	while (h->npool)
 		curl_easy_cleanup(h->pool[--h->npool]);
 	/* Whatever curl did not report removed: polls in flight are cancelled
@@ -362,7 +363,8 @@ int td_http_start(struct td_http *h, struct td_http_req *req)
 	td_buf_reset(&req->body);
 	req->truncated = false;
 	req->errbuf[0] = '\0';
-	if (h->in_curl >= h->max_in_curl) {
+	/* Behind anything already waiting (FIFO), or when curl is full. */
+	if (h->qhead || h->in_curl >= h->max_in_curl) {
 		req->qnext = NULL;
 		req->qprev = h->qtail;
 		if (h->qtail)

@@ -295,6 +295,37 @@ static void named_connection_and_airflow(void **state)
 	assert_non_null(strstr(ev[0].error, "HTTP 500"));
 }
 
+/* A repeat http trigger keeps posting after a restart: its occurrence keys
+ * (the dedup keys) must not collide with those posted before it. */
+static void repeat_survives_restart(void **state)
+{
+	struct env *e = *state;
+	struct harness *h = e->h;
+	httpd_set(&e->srv, 200, "{}", 0);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	submitf(h, "{\"id\":\"rep\",\"kind\":\"http\",\"repeat\":true,\"args\":{\"url\":"
+		   "\"http://127.0.0.1:%d/\",\"interval_ms\":100}}", e->srv.port);
+	submitf(h, "{\"id\":\"dup\",\"kind\":\"http\",\"args\":{\"url\":\"http://127.0.0.1:%d/a\","
+		   "\"url\":\"http://127.0.0.1:%d/b\"}}", e->srv.port, e->srv.port);
+	struct event ev[40];
+	int got = wait_events(h, ev, 15, 5000);
+	assert_int_equal(got, 15);
+	bool dup_seen = false;
+	for (int i = 0; i < got; i++)
+		if (!strcmp(ev[i].id, "dup")) {
+			dup_seen = true;
+			assert_string_equal(ev[i].status, "rejected");
+			assert_non_null(strstr(ev[i].error, "args.url: given twice"));
+		}
+	assert_true(dup_seen);
+	assert_int_equal(harness_td_stop(h, SIGTERM), 0);
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	/* Well before 15 polls have passed after the restart. */
+	assert_int_equal(wait_events(h, ev, 1, 700), 1);
+	assert_string_equal(ev[0].id, "rep");
+	assert_string_equal(ev[0].status, "success");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -305,6 +336,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(ssrf_at_connect, setup, teardown),
 		cmocka_unit_test_setup_teardown(per_host_rate_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(named_connection_and_airflow, setup, teardown),
+		cmocka_unit_test_setup_teardown(repeat_survives_restart, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

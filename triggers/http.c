@@ -93,6 +93,7 @@ struct http_state {
 	struct poll *poll;         /* in flight, NULL when idle */
 	uint32_t failures;         /* consecutive transport errors / 5xx */
 	uint32_t polls;
+	int64_t last_occurrence;   /* repeat: last occurrence key (wall ms) */
 };
 
 /* A request in flight; outlives its trigger if the trigger is stopped
@@ -227,6 +228,17 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 	c->max_body = DEFAULT_MAX_BODY;
 	if (args->type != MSGPACK_OBJECT_MAP)
 		return bad(err, errlen, "args: required: %s", "url");
+	/* A key given twice would leak (or silently override) what the
+	 * first one set: refuse it. */
+	for (uint32_t i = 0; i < args->via.map.size; i++)
+		for (uint32_t j = 0; j < i; j++) {
+			const msgpack_object *a = &args->via.map.ptr[i].key;
+			const msgpack_object *b = &args->via.map.ptr[j].key;
+			if (a->type == MSGPACK_OBJECT_STR && msgpack_object_equal(*a, *b))
+				return bad(err, errlen, "args.%.*s: given twice",
+					   (int)(a->via.str.size < 64 ? a->via.str.size : 64),
+					   a->via.str.ptr);
+		}
 	for (uint32_t i = 0; i < args->via.map.size; i++) {
 		const msgpack_object *k = &args->via.map.ptr[i].key;
 		const msgpack_object *val = &args->via.map.ptr[i].val;
@@ -634,7 +646,9 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	struct td_shard *shard = td_trigger_shard(t);
 	td_shard_count(shard, TD_CNT_HTTP_POLLS, 1);
 	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
-	if (p->denied[0]) {
+	/* Only when the transfer failed: curl moves on to a name's next
+	 * address after a refused one, and may have reached an allowed one. */
+	if (p->denied[0] && res != CURLE_OK) {
 		td_shard_count(shard, TD_CNT_HTTP_SSRF, 1);
 		/* The name resolved to a denied address (DNS rebinding, or a
 		 * name no host rule covers): retrying would not help. */
@@ -693,8 +707,16 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	else
 		pack_payload(&sb, req, status);
 	bool repeat = td_trigger_repeat(t);
+	/* The occurrence key must stay unique across restarts (it is the
+	 * dedup key): wall-clock ms of this success, strictly increasing per
+	 * trigger. A poll counter would restart at 1 and collide with the
+	 * keys posted before a restart. */
+	int64_t occ = td_wall_ms();
+	if (occ <= st->last_occurrence)
+		occ = st->last_occurrence + 1;
+	st->last_occurrence = occ;
 	struct td_outcome o = {.status = TD_SUCCESS, .payload = sb.data, .payload_len = sb.size,
-			       .due_at_ms = -1, .occurrence = st->polls};
+			       .due_at_ms = -1, .occurrence = (uint64_t)occ};
 	int rc = td_trigger_fire(t, &o);
 	msgpack_sbuffer_destroy(&sb);
 	if (rc == 0 && repeat)
@@ -816,17 +838,28 @@ static void start_poll(struct td_trigger *t)
 			if (overridden)
 				continue;
 			char line[8200];
-			snprintf(line, sizeof(line), "%.*s: %.*s", (int)hd.name_len, hd.name,
-				 (int)hd.value_len, hd.value);
+			int ll = snprintf(line, sizeof(line), "%.*s: %.*s", (int)hd.name_len, hd.name,
+					  (int)hd.value_len, hd.value);
+			if (ll < 0 || (size_t)ll >= sizeof(line)) {
+				if (st->polls == 0) {
+					char esc[300];
+					td_warn("connection header too long; skipped",
+						"\"name\":\"%s\"",
+						td_log_esc(esc, sizeof(esc), hd.name, hd.name_len));
+				}
+				continue;
+			}
 			struct curl_slist *n = curl_slist_append(p->headers, line);
-			if (n)
-				p->headers = n;
+			if (!n)
+				goto nomem;
+			p->headers = n;
 		}
 	}
 	for (struct curl_slist *l = c->headers; l; l = l->next) {
 		struct curl_slist *n = curl_slist_append(p->headers, l->data);
-		if (n)
-			p->headers = n;
+		if (!n)
+			goto nomem;
+		p->headers = n;
 	}
 	if (p->headers)
 		curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
@@ -844,6 +877,15 @@ static void start_poll(struct td_trigger *t)
 		return;
 	}
 	st->poll = p;
+	return;
+nomem:
+	/* A request without its headers (maybe the credentials) must not go
+	 * out: give up this poll. */
+	td_http_req_finish(td_shard_http(td_trigger_shard(t)), &p->req);
+	curl_slist_free_all(p->headers);
+	free(p);
+	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
+	backoff(t, st, "out of memory building headers", 0);
 }
 
 static void fire_cb(struct td_timer *node, uint64_t now)
