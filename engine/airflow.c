@@ -24,24 +24,12 @@
 #include "engine_i.h"
 #include "triggerd/timefmt.h"
 
-static bool key_is(const msgpack_object *k, const char *s)
-{
-	size_t n = strlen(s);
-	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-	       memcmp(k->via.str.ptr, s, n) == 0;
-}
-
-static bool str_is(const msgpack_object *o, const char *s)
-{
-	return key_is(o, s);
-}
-
 static const msgpack_object *get(const msgpack_object *map, const char *key)
 {
 	if (!map || map->type != MSGPACK_OBJECT_MAP)
 		return NULL;
 	for (uint32_t i = 0; i < map->via.map.size; i++)
-		if (key_is(&map->via.map.ptr[i].key, key))
+		if (td_mp_str_is(&map->via.map.ptr[i].key, key))
 			return &map->via.map.ptr[i].val;
 	return NULL;
 }
@@ -60,7 +48,7 @@ static uint32_t count_rest(const msgpack_object *spec)
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < spec->via.map.size; i++) {
 		const msgpack_object *k = &spec->via.map.ptr[i].key;
-		if (!key_is(k, "classpath") && !key_is(k, "kwargs"))
+		if (!td_mp_str_is(k, "classpath") && !td_mp_str_is(k, "kwargs"))
 			n++;
 	}
 	return n;
@@ -70,7 +58,7 @@ static void pack_rest(msgpack_packer *pk, const msgpack_object *spec)
 {
 	for (uint32_t i = 0; i < spec->via.map.size; i++) {
 		const msgpack_object_kv *kv = &spec->via.map.ptr[i];
-		if (key_is(&kv->key, "classpath") || key_is(&kv->key, "kwargs"))
+		if (td_mp_str_is(&kv->key, "classpath") || td_mp_str_is(&kv->key, "kwargs"))
 			continue;
 		msgpack_pack_object(pk, kv->key);
 		msgpack_pack_object(pk, kv->val);
@@ -101,7 +89,7 @@ static int moment_ms(const msgpack_object *m, int64_t *out, char *err, size_t er
 	const msgpack_object *type = get(m, "__type"), *var = get(m, "__var");
 	bool ok = false;
 	double secs = var ? number(var, &ok) : 0;
-	if (type && str_is(type, "datetime") && ok && secs >= 0 &&
+	if (type && td_mp_str_is(type, "datetime") && ok && secs >= 0 &&
 	    secs * 1000.0 <= (double)TD_TIME_MAX_MS) {
 		/* Rounded up: the timer must not fire before the moment. */
 		*out = (int64_t)ceil(secs * 1000.0 - 1e-6);
@@ -122,7 +110,7 @@ static int datetime_trigger(const msgpack_object *spec, const msgpack_object *kw
 	}
 	for (uint32_t i = 0; i < kw->via.map.size; i++) {
 		const msgpack_object *k = &kw->via.map.ptr[i].key;
-		if (!key_is(k, "moment") && !key_is(k, "end_from_trigger")) {
+		if (!td_mp_str_is(k, "moment") && !td_mp_str_is(k, "end_from_trigger")) {
 			snprintf(err, errlen, "kwargs.%.*s: not a DateTimeTrigger argument",
 				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
 				       k->via.str.size : 0), k->via.str.ptr);
@@ -159,7 +147,7 @@ static int http_sensor_trigger(const msgpack_object *spec, const msgpack_object 
 		const msgpack_object *k = &kw->via.map.ptr[i].key;
 		bool found = false;
 		for (size_t j = 0; j < TD_ARRAY_LEN(known); j++)
-			found |= key_is(k, known[j]);
+			found |= td_mp_str_is(k, known[j]);
 		if (!found) {
 			snprintf(err, errlen, "kwargs.%.*s: not an HttpSensorTrigger argument",
 				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
@@ -271,7 +259,7 @@ int td_airflow_rewrite(const msgpack_object *spec, msgpack_sbuffer *out, char *e
 		return TD_EINVAL_SPEC;
 	}
 	for (size_t i = 0; i < TD_ARRAY_LEN(classes); i++) {
-		if (!str_is(cp, classes[i].classpath))
+		if (!td_mp_str_is(cp, classes[i].classpath))
 			continue;
 		msgpack_packer pk;
 		msgpack_packer_init(&pk, out, msgpack_sbuffer_write);

@@ -10,13 +10,6 @@
 
 #include "engine_i.h"
 
-static bool key_is(const msgpack_object *k, const char *s)
-{
-	size_t n = strlen(s);
-	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-	       memcmp(k->via.str.ptr, s, n) == 0;
-}
-
 static const char *type_name(const msgpack_object *o)
 {
 	switch (o->type) {
@@ -120,17 +113,17 @@ int td_spec_parse(const msgpack_object *o, int64_t now_ms, struct td_spec *out,
 				 type_name(k));
 			return TD_EINVAL_SPEC;
 		}
-		if (key_is(k, "id")) id = &kv->val;
-		else if (key_is(k, "kind")) kind = &kv->val;
-		else if (key_is(k, "args")) out->args = &kv->val;
-		else if (key_is(k, "classpath")) classpath = &kv->val;
-		else if (key_is(k, "kwargs")) ;
-		else if (key_is(k, "timeout_ms")) timeout = &kv->val;
-		else if (key_is(k, "deadline_ms")) deadline = &kv->val;
-		else if (key_is(k, "queue")) queue = &kv->val;
-		else if (key_is(k, "meta")) out->meta = &kv->val;
-		else if (key_is(k, "repeat")) repeat = &kv->val;
-		else if (key_is(k, "v")) ; /* stored-form version */
+		if (td_mp_str_is(k, "id")) id = &kv->val;
+		else if (td_mp_str_is(k, "kind")) kind = &kv->val;
+		else if (td_mp_str_is(k, "args")) out->args = &kv->val;
+		else if (td_mp_str_is(k, "classpath")) classpath = &kv->val;
+		else if (td_mp_str_is(k, "kwargs")) ;
+		else if (td_mp_str_is(k, "timeout_ms")) timeout = &kv->val;
+		else if (td_mp_str_is(k, "deadline_ms")) deadline = &kv->val;
+		else if (td_mp_str_is(k, "queue")) queue = &kv->val;
+		else if (td_mp_str_is(k, "meta")) out->meta = &kv->val;
+		else if (td_mp_str_is(k, "repeat")) repeat = &kv->val;
+		else if (td_mp_str_is(k, "v")) ; /* stored-form version */
 		else {
 			snprintf(err, errlen, "%.*s: unknown field",
 				 (int)(k->via.str.size > 64 ? 64 : k->via.str.size),

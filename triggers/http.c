@@ -106,11 +106,16 @@ struct poll {
 	char denied[TD_SSRF_WHY_MAX];   /* set when the connect was refused */
 };
 
-static bool key_is(const msgpack_object *k, const char *s)
+/* @o packed into a new buffer the caller owns (free). */
+static char *pack_copy(const msgpack_object *o, size_t *len)
 {
-	size_t n = strlen(s);
-	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-	       memcmp(k->via.str.ptr, s, n) == 0;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_object(&pk, *o);
+	*len = sb.size;
+	return sb.data;
 }
 
 static char *dup_str(const msgpack_object *o)
@@ -242,23 +247,23 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 	for (uint32_t i = 0; i < args->via.map.size; i++) {
 		const msgpack_object *k = &args->via.map.ptr[i].key;
 		const msgpack_object *val = &args->via.map.ptr[i].val;
-		if (key_is(k, "conn")) {
+		if (td_mp_str_is(k, "conn")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size == 0 ||
 			    val->via.str.size > TD_CONN_ID_MAX)
 				return bad(err, errlen, "args.%s: expected a connection id", "conn");
 			if (!(c->conn_id = dup_str(val)))
 				return -ENOMEM;
-		} else if (key_is(k, "endpoint")) {
+		} else if (td_mp_str_is(k, "endpoint")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > 8192)
 				return bad(err, errlen, "args.%s: expected a string", "endpoint");
 			endpoint = val;
-		} else if (key_is(k, "url")) {
+		} else if (td_mp_str_is(k, "url")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size == 0 ||
 			    val->via.str.size > 8192)
 				return bad(err, errlen, "args.%s: expected a URL string", "url");
 			if (!(c->url = dup_str(val)))
 				return -ENOMEM;
-		} else if (key_is(k, "method")) {
+		} else if (td_mp_str_is(k, "method")) {
 			static const char *const ok[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
 			bool found = false;
 			if (val->type == MSGPACK_OBJECT_STR)
@@ -271,7 +276,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 				return -ENOMEM;
 			for (char *p = c->method; *p; p++)
 				*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-		} else if (key_is(k, "headers")) {
+		} else if (td_mp_str_is(k, "headers")) {
 			if (val->type != MSGPACK_OBJECT_MAP)
 				return bad(err, errlen, "args.%s: expected a map of strings", "headers");
 			for (uint32_t j = 0; j < val->via.map.size; j++) {
@@ -290,45 +295,39 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 					return -ENOMEM;
 				c->headers = l;
 			}
-		} else if (key_is(k, "body")) {
+		} else if (td_mp_str_is(k, "body")) {
 			if (val->type != MSGPACK_OBJECT_STR)
 				return bad(err, errlen, "args.%s: expected a string", "body");
 			if (!(c->body = dup_str(val)))
 				return -ENOMEM;
 			c->body_len = val->via.str.size;
-		} else if (key_is(k, "interval_ms")) {
+		} else if (td_mp_str_is(k, "interval_ms")) {
 			if ((rc = get_ms(val, "interval_ms", MIN_INTERVAL_MS, 86400000, &v, err, errlen)))
 				return rc;
 			c->interval_ms = v;
-		} else if (key_is(k, "request_timeout_ms")) {
+		} else if (td_mp_str_is(k, "request_timeout_ms")) {
 			if ((rc = get_ms(val, "request_timeout_ms", 1, 600000, &v, err, errlen)))
 				return rc;
 			c->timeout_ms = (long)v;
-		} else if (key_is(k, "max_body")) {
+		} else if (td_mp_str_is(k, "max_body")) {
 			if ((rc = get_ms(val, "max_body", 0, MAX_MAX_BODY, &v, err, errlen)))
 				return rc;
 			c->max_body = (size_t)v;
-		} else if (key_is(k, "success_status")) {
+		} else if (td_mp_str_is(k, "success_status")) {
 			if ((rc = get_statuses(val, "success_status", &c->ok_status, &c->n_ok,
 					       &c->ok_class, err, errlen)))
 				return rc;
-		} else if (key_is(k, "failure_status")) {
+		} else if (td_mp_str_is(k, "failure_status")) {
 			if ((rc = get_statuses(val, "failure_status", &c->fail_status, &c->n_fail,
 					       &c->fail_class, err, errlen)))
 				return rc;
-		} else if (key_is(k, "retry_status")) {
+		} else if (td_mp_str_is(k, "retry_status")) {
 			if ((rc = get_statuses(val, "retry_status", &c->retry_status, &c->n_retry,
 					       &c->retry_class, err, errlen)))
 				return rc;
-		} else if (key_is(k, "success_payload")) {
-			msgpack_sbuffer pb;
-			msgpack_packer ppk;
-			msgpack_sbuffer_init(&pb);
-			msgpack_packer_init(&ppk, &pb, msgpack_sbuffer_write);
-			msgpack_pack_object(&ppk, *val);
-			c->payload_mp = pb.data; /* ownership moves to conf */
-			c->payload_len = pb.size;
-		} else if (key_is(k, "body_regex")) {
+		} else if (td_mp_str_is(k, "success_payload")) {
+			c->payload_mp = pack_copy(val, &c->payload_len);
+		} else if (td_mp_str_is(k, "body_regex")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > 4096)
 				return bad(err, errlen, "args.%s: expected a PCRE2 pattern string", "body_regex");
 			int ec;
@@ -346,13 +345,13 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 				return -ENOMEM;
 			pcre2_set_match_limit(c->mctx, REGEX_MATCH_LIMIT);
 			pcre2_set_depth_limit(c->mctx, 10000);
-		} else if (key_is(k, "json_pointer")) {
+		} else if (td_mp_str_is(k, "json_pointer")) {
 			if (val->type != MSGPACK_OBJECT_STR ||
 			    (val->via.str.size > 0 && val->via.str.ptr[0] != '/'))
 				return bad(err, errlen, "args.%s: expected an RFC 6901 pointer (\"\" or starting with /)", "json_pointer");
 			if (!(c->pointer = dup_str(val)))
 				return -ENOMEM;
-		} else if (key_is(k, "equals")) {
+		} else if (td_mp_str_is(k, "equals")) {
 			equals = val;
 		} else {
 			snprintf(err, errlen, "args.%.*s: unknown field",
@@ -397,22 +396,9 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 		return -ENOMEM;
 	if (!!c->pointer != !!equals)
 		return bad(err, errlen, "args.%s: json_pointer and equals go together", "equals");
-	if (equals) {
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
-		msgpack_sbuffer_init(&sb);
-		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-		msgpack_pack_object(&pk, *equals);
-		c->equals_mp = sb.data; /* ownership moves to conf */
-		c->equals_len = sb.size;
-	}
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_object(&pk, *args);
-	c->args_mp = sb.data;
-	c->args_len = sb.size;
+	if (equals)
+		c->equals_mp = pack_copy(equals, &c->equals_len);
+	c->args_mp = pack_copy(args, &c->args_len);
 	return 0;
 }
 
@@ -633,6 +619,19 @@ static void backoff(struct td_trigger *t, struct http_state *st, const char *why
 	schedule(t, jittered(t, ms));
 }
 
+/* Give back the host's in-flight slot taken by admitted(). */
+static void release_slot(struct td_trigger *t, const struct conf *c)
+{
+	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
+}
+
+static void poll_free(struct td_http *http, struct poll *p)
+{
+	td_http_req_finish(http, &p->req);
+	curl_slist_free_all(p->headers);
+	free(p);
+}
+
 static void poll_done(struct td_http_req *req, CURLcode res, long status)
 {
 	struct poll *p = td_container_of(req, struct poll, req);
@@ -645,7 +644,7 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	st->polls++;
 	struct td_shard *shard = td_trigger_shard(t);
 	td_shard_count(shard, TD_CNT_HTTP_POLLS, 1);
-	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
+	release_slot(t, c);
 	/* Only when the transfer failed: curl moves on to a name's next
 	 * address after a refused one, and may have reached an allowed one. */
 	if (p->denied[0] && res != CURLE_OK) {
@@ -722,9 +721,7 @@ static void poll_done(struct td_http_req *req, CURLcode res, long status)
 	if (rc == 0 && repeat)
 		schedule(t, jittered(t, c->interval_ms));
 out:
-	td_http_req_finish(http, &p->req);
-	curl_slist_free_all(p->headers);
-	free(p);
+	poll_free(http, p);
 }
 
 /* CURLOPT_OPENSOCKETFUNCTION: the address curl is about to connect to. */
@@ -779,6 +776,15 @@ static bool admitted(struct td_trigger *t, struct http_state *st)
 	return false;
 }
 
+/* A poll that cannot be sent: free it, give its slot back, back off. */
+static void abandon_poll(struct td_trigger *t, struct http_state *st, struct poll *p,
+			 const char *why)
+{
+	poll_free(td_shard_http(td_trigger_shard(t)), p);
+	release_slot(t, st->conf);
+	backoff(t, st, why, 0);
+}
+
 static void start_poll(struct td_trigger *t)
 {
 	struct http_state *st = td_trigger_state(t);
@@ -788,7 +794,7 @@ static void start_poll(struct td_trigger *t)
 	struct poll *p = calloc(1, sizeof(*p));
 	if (!p || td_http_req_init(td_shard_http(td_trigger_shard(t)), &p->req, c->url, c->max_body, c->timeout_ms) != 0) {
 		free(p);
-		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
+		release_slot(t, c);
 		backoff(t, st, "out of memory", 0);
 		return;
 	}
@@ -850,15 +856,21 @@ static void start_poll(struct td_trigger *t)
 				continue;
 			}
 			struct curl_slist *n = curl_slist_append(p->headers, line);
-			if (!n)
-				goto nomem;
+			if (!n) {
+				/* Without its headers (maybe the credentials) the
+				 * request must not go out. */
+				abandon_poll(t, st, p, "out of memory building headers");
+				return;
+			}
 			p->headers = n;
 		}
 	}
 	for (struct curl_slist *l = c->headers; l; l = l->next) {
 		struct curl_slist *n = curl_slist_append(p->headers, l->data);
-		if (!n)
-			goto nomem;
+		if (!n) {
+			abandon_poll(t, st, p, "out of memory building headers");
+			return;
+		}
 		p->headers = n;
 	}
 	if (p->headers)
@@ -869,23 +881,10 @@ static void start_poll(struct td_trigger *t)
 	}
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "triggerd/" TD_VERSION);
 	if (td_http_start(td_shard_http(td_trigger_shard(t)), &p->req) != 0) {
-		td_http_req_finish(td_shard_http(td_trigger_shard(t)), &p->req);
-		curl_slist_free_all(p->headers);
-		free(p);
-		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
-		backoff(t, st, "curl refused the request", 0);
+		abandon_poll(t, st, p, "curl refused the request");
 		return;
 	}
 	st->poll = p;
-	return;
-nomem:
-	/* A request without its headers (maybe the credentials) must not go
-	 * out: give up this poll. */
-	td_http_req_finish(td_shard_http(td_trigger_shard(t)), &p->req);
-	curl_slist_free_all(p->headers);
-	free(p);
-	td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), c->rl_key, strlen(c->rl_key));
-	backoff(t, st, "out of memory building headers", 0);
 }
 
 static void fire_cb(struct td_timer *node, uint64_t now)
@@ -911,12 +910,9 @@ static void http_stop(struct td_trigger *t)
 	if (td_rl_waiter_pending(&st->waiter))
 		td_ratelimit_unwait(td_shard_ratelimit(td_trigger_shard(t)), &st->waiter);
 	if (st->poll) {
-		td_ratelimit_release(td_shard_ratelimit(td_trigger_shard(t)), st->conf->rl_key,
-				     strlen(st->conf->rl_key));
+		release_slot(t, st->conf);
 		td_http_cancel(td_shard_http(td_trigger_shard(t)), &st->poll->req);
-		td_http_req_finish(td_shard_http(td_trigger_shard(t)), &st->poll->req);
-		curl_slist_free_all(st->poll->headers);
-		free(st->poll);
+		poll_free(td_shard_http(td_trigger_shard(t)), st->poll);
 		st->poll = NULL;
 	}
 }

@@ -32,13 +32,6 @@ struct timer_state {
 	char *payload;       /* success_payload (msgpack), NULL: nil */
 };
 
-static bool key_is(const msgpack_object *k, const char *s)
-{
-	size_t n = strlen(s);
-	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-	       memcmp(k->via.str.ptr, s, n) == 0;
-}
-
 static int get_uint(const msgpack_object *v, const char *name, int64_t *out,
 		    char *err, size_t errlen)
 {
@@ -72,17 +65,17 @@ static int timer_parse_args(struct td_trigger *t, const msgpack_object *args,
 	for (uint32_t i = 0; i < args->via.map.size; i++) {
 		const msgpack_object *k = &args->via.map.ptr[i].key;
 		const msgpack_object *val = &args->via.map.ptr[i].val;
-		if (key_is(k, "at_ms")) {
+		if (td_mp_str_is(k, "at_ms")) {
 			if (get_uint(val, "at_ms", &v, err, errlen))
 				return TD_EINVAL_SPEC;
 			st->at_ms = v;
 			have++;
-		} else if (key_is(k, "after_ms")) {
+		} else if (td_mp_str_is(k, "after_ms")) {
 			if (get_uint(val, "after_ms", &v, err, errlen))
 				return TD_EINVAL_SPEC;
 			st->at_ms = now_ms + v;
 			have++;
-		} else if (key_is(k, "at")) {
+		} else if (td_mp_str_is(k, "at")) {
 			if (val->type != MSGPACK_OBJECT_STR ||
 			    td_rfc3339_parse(val->via.str.ptr, val->via.str.size, &v) != 0) {
 				snprintf(err, errlen,
@@ -95,7 +88,7 @@ static int timer_parse_args(struct td_trigger *t, const msgpack_object *args,
 			}
 			st->at_ms = v;
 			have++;
-		} else if (key_is(k, "success_payload")) {
+		} else if (td_mp_str_is(k, "success_payload")) {
 			msgpack_sbuffer sb;
 			msgpack_packer pk;
 			msgpack_sbuffer_init(&sb);
@@ -108,7 +101,7 @@ static int timer_parse_args(struct td_trigger *t, const msgpack_object *args,
 			memcpy(sb.data, &n, sizeof(n));
 			free(st->payload);
 			st->payload = sb.data;
-		} else if (key_is(k, "interval_ms")) {
+		} else if (td_mp_str_is(k, "interval_ms")) {
 			if (get_uint(val, "interval_ms", &v, err, errlen))
 				return TD_EINVAL_SPEC;
 			if (v < 1) {

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "triggerd/wheel.h"
 
@@ -110,6 +111,14 @@ const char *td_trigger_id(const struct td_trigger *t, size_t *len);
  * there is room.
  */
 int td_trigger_fire(struct td_trigger *t, const struct td_outcome *o);
+
+/** True when msgpack object @k is the string @s (map keys, enum values). */
+static inline bool td_mp_str_is(const msgpack_object *k, const char *s)
+{
+	size_t n = strlen(s);
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+	       memcmp(k->via.str.ptr, s, n) == 0;
+}
 
 /** Registry: the kind named @name (@len bytes), or NULL. */
 const struct td_kind *td_kind_find(const char *name, size_t len);
