@@ -937,3 +937,49 @@ int td_msgpack_to_json(const msgpack_object *o, struct td_buf *out)
 	}
 	return rc;
 }
+
+const msgpack_object *td_mp_pointer(const msgpack_object *o, const char *p)
+{
+	while (*p == '/') {
+		p++;
+		char tok[1024];
+		size_t n = 0;
+		while (*p && *p != '/' && n < sizeof(tok) - 1) {
+			if (p[0] == '~' && p[1] == '0') {
+				tok[n++] = '~';
+				p += 2;
+			} else if (p[0] == '~' && p[1] == '1') {
+				tok[n++] = '/';
+				p += 2;
+			} else {
+				tok[n++] = *p++;
+			}
+		}
+		if (*p && *p != '/')
+			return NULL; /* token longer than we look at */
+		if (o->type == MSGPACK_OBJECT_MAP) {
+			const msgpack_object *next = NULL;
+			for (uint32_t i = 0; i < o->via.map.size && !next; i++) {
+				const msgpack_object *k = &o->via.map.ptr[i].key;
+				if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+				    memcmp(k->via.str.ptr, tok, n) == 0)
+					next = &o->via.map.ptr[i].val;
+			}
+			if (!next)
+				return NULL;
+			o = next;
+		} else if (o->type == MSGPACK_OBJECT_ARRAY) {
+			char *end;
+			tok[n] = '\0';
+			if (n == 0 || (n > 1 && tok[0] == '0'))
+				return NULL;
+			unsigned long idx = strtoul(tok, &end, 10);
+			if (*end || idx >= o->via.array.size)
+				return NULL;
+			o = &o->via.array.ptr[idx];
+		} else {
+			return NULL;
+		}
+	}
+	return o;
+}

@@ -38,6 +38,10 @@ void td_config_defaults(struct td_config *c)
 	c->precascade_budget = 1024;
 	c->http.max_host_connections = 6;
 	c->http.max_total_connections = 256;
+	snprintf(c->api_listen, sizeof(c->api_listen), "127.0.0.1:7480");
+	c->webhook_body_max = 1024 * 1024;
+	c->webhook_payload_max = 64 * 1024;
+	c->webhook_max_conns = 10000;
 }
 
 const char *td_strerror(int err)
@@ -159,6 +163,8 @@ static void sig_cb(struct td_op *op, int res, uint32_t flags)
 				(int64_t)s->eng->cfg.shutdown_ms * 1000000;
 			/* No new submissions; the writer stays to flush. */
 			td_redis_close(&s->reader);
+			td_hooks_stop(s->hooks);
+			td_api_stop(s->api);
 		} else {
 			td_warn("second signal: exiting without waiting for Redis", NULL);
 			s->stop_deadline_ns = 0;
@@ -192,6 +198,8 @@ static int shard_init(struct td_engine *e, struct td_shard *s, unsigned index)
 		return rc;
 	s->intake.shard = s;
 	if ((rc = td_http_new(&s->http, &s->reactor, &s->wheel, &e->cfg.http)))
+		return rc;
+	if ((rc = td_hooks_new(s, &s->hooks)))
 		return rc;
 	s->rng = (uint64_t)td_mono_ns() * 0x9e3779b97f4a7c15ULL | 1;
 	td_timer_init(&s->stats_timer, stats_cb);
@@ -256,6 +264,8 @@ int td_engine_run(struct td_engine *e)
 	td_info("starting", "\"version\":\"%s\",\"redis\":\"%s\",\"prefix\":\"%s\",\"consumer\":\"%s\"",
 		TD_VERSION, td_redis_addr_str(&e->cfg.redis, addr, sizeof(addr)),
 		e->cfg.prefix, e->cfg.consumer);
+	if (td_hooks_listen(s->hooks) || td_api_new(s, &s->api))
+		return 1;
 	td_redis_start(&s->writer);
 	td_redis_start(&s->reader);
 	for (;;) {
@@ -325,11 +335,20 @@ void td_engine_finish(struct td_engine *e)
 	if (s->sigfd >= 0)
 		close(s->sigfd);
 	td_reactor_finish(&s->reactor);
+	/* After the ring: their buffers were registered with it. */
+	td_hooks_free(s->hooks);
+	td_api_free(s->api);
+	s->hooks = NULL;
+	s->api = NULL;
 	msgpack_sbuffer_destroy(&s->scratch);
 	td_ratelimit_free(e->cfg.ratelimit);
 	td_ssrf_free(e->cfg.ssrf);
 	td_conns_free(e->cfg.conns);
 	e->cfg.conns = NULL;
+	td_ratelimit_free(e->cfg.webhook_rl);
+	e->cfg.webhook_rl = NULL;
+	free(e->cfg.retain);
+	e->cfg.retain = NULL;
 	e->cfg.ratelimit = NULL;
 	e->cfg.ssrf = NULL;
 }

@@ -16,6 +16,7 @@
 #include "reactor.h"
 #include "triggerd/http_client.h"
 #include "triggerd/addr.h"
+#include "triggerd/buf.h"
 #include "triggerd/kind.h"
 #include "triggerd/triggerd.h"
 #include "triggerd/wheel.h"
@@ -82,11 +83,18 @@ static inline char *td_trigger_metap(const struct td_trigger *t)
 	return td_trigger_queuep(t) + t->queue_len;
 }
 
+/* The kinds in registry order (kinds.c); index for per-kind counts. */
+#define TD_KINDS_MAX 8
+unsigned td_kind_index(const struct td_kind *k);
+/** The kind at registry index @i, or NULL past the last. */
+const struct td_kind *td_kind_at(unsigned i);
+
 /* The id -> trigger table: chained hashing, power-of-two buckets. */
 struct td_table {
 	struct td_trigger **buckets;
 	size_t nbuckets;
 	size_t count;
+	size_t by_kind[TD_KINDS_MAX];
 };
 
 int td_table_init(struct td_table *tb);
@@ -279,6 +287,27 @@ struct td_intake {
 	unsigned long long accepted, rejected, cancels;
 };
 
+/* A submission validated and turned into a trigger (not yet stored). */
+struct td_add {
+	struct td_trigger *t;         /* new, in no table; caller owns */
+	bool exists;                  /* the id is already active here */
+	char id[TD_ID_MAX];           /* what a rejection names, when known */
+	size_t id_len;
+	char queue[TD_QUEUE_MAX];
+	size_t queue_len;
+};
+
+/**
+ * Validate a submission (msgpack map @bytes, Airflow classpath specs
+ * translated) and build its trigger. Returns 0, or an error with
+ * "<field>: <reason>" in @err (id and queue filled when they were readable).
+ */
+int td_add_prepare(struct td_shard *s, const char *bytes, size_t len, struct td_add *a,
+		   char *err, size_t errlen);
+/** The 'A' record storing @a->t, acking stream @entry ("": none). NULL on
+ * ENOMEM. */
+struct td_rec *td_add_record(struct td_shard *s, struct td_add *a, const char *entry);
+
 void td_intake_writer_up(struct td_intake *in);
 void td_intake_reader_up(struct td_intake *in);
 void td_intake_kick(struct td_intake *in);
@@ -299,14 +328,49 @@ struct td_config {
 	struct td_ratelimit *ratelimit; /* built from flags by main; owned */
 	struct td_ssrf *ssrf;         /* likewise */
 	struct td_conns *conns;       /* likewise */
+	/* HTTP listeners (engine/webhook.c, engine/api.c) */
+	char webhook_listen[128];     /* "": off */
+	char api_listen[128];         /* "": off */
+	char api_token[256];          /* "": no token needed */
+	struct td_ratelimit *webhook_rl; /* per source address; NULL: off */
+	struct td_retain_rule *retain; /* --webhook-retain; owned */
+	unsigned nretain;
+	size_t webhook_body_max;      /* request body limit (413 past it) */
+	size_t webhook_payload_max;   /* bodies up to this go into events */
+	unsigned webhook_max_conns;
 };
+
+/* --webhook-retain: deliveries to matching paths are kept for @ms. */
+struct td_retain_rule {
+	char path[TD_ID_MAX];         /* exact, or a prefix when it ends in '*' */
+	unsigned ms;
+};
+
+/* Lateness of timed firings (fired - due, ms): Prometheus buckets. */
+#define TD_LATE_BUCKETS 12
+extern const unsigned td_late_bounds_ms[TD_LATE_BUCKETS];
 
 struct td_stats {
 	unsigned long long fired[5];  /* by enum td_status */
+	unsigned long long late[TD_LATE_BUCKETS + 1]; /* last: +Inf */
+	unsigned long long late_count;
+	double late_sum_s;
 	unsigned long long held;
 	size_t trigger_bytes;         /* malloc_usable_size of live triggers */
 	unsigned long long counters[TD_CNT__MAX];
 };
+
+static inline void td_stats_lateness(struct td_stats *st, int64_t ms)
+{
+	unsigned i = 0;
+	if (ms < 0)
+		ms = 0;
+	while (i < TD_LATE_BUCKETS && (uint64_t)ms > td_late_bounds_ms[i])
+		i++;
+	st->late[i]++;
+	st->late_count++;
+	st->late_sum_s += (double)ms / 1000.0;
+}
 
 struct td_shard {
 	struct td_engine *eng;
@@ -319,6 +383,8 @@ struct td_shard {
 	struct td_sink sink;
 	struct td_intake intake;
 	struct td_http *http;         /* curl multi on the reactor */
+	struct td_hooks *hooks;       /* webhook waiters and listener */
+	struct td_api *api;           /* control API listener */
 	uint64_t rng;                 /* xorshift state for jitter */
 	struct td_trigger *held_head, *held_tail;
 	struct td_op sig_op;
@@ -348,6 +414,32 @@ void td_engine_finish(struct td_engine *e);
 /** Stream key for events of @queue (NULL/empty: default) into @buf. */
 size_t td_events_key(const struct td_engine *e, const char *queue, size_t qlen,
 		     char *buf, size_t len);
+
+/* webhook listener and registry (webhook.c) */
+struct td_hooks;
+int td_hooks_new(struct td_shard *s, struct td_hooks **out);
+/** Start the listener if configured. */
+int td_hooks_listen(struct td_hooks *h);
+void td_hooks_stop(struct td_hooks *h);
+/** Free; after td_reactor_finish. */
+void td_hooks_free(struct td_hooks *h);
+struct td_httpd;
+const struct td_httpd *td_hooks_server(const struct td_hooks *h);
+struct td_hooks_stats {
+	unsigned long long deliveries, fired, unauthorized, duplicates, no_waiter,
+		rate_limited, retained, replayed;
+	size_t waiters, retained_now, retained_bytes;
+};
+void td_hooks_get_stats(const struct td_hooks *h, struct td_hooks_stats *out);
+
+/* control API (api.c) */
+struct td_api;
+int td_api_new(struct td_shard *s, struct td_api **out);
+void td_api_stop(struct td_api *a);
+const struct td_httpd *td_api_server(const struct td_api *a);
+void td_api_free(struct td_api *a);
+/** Prometheus text of the shard's metrics (metrics.c). */
+int td_metrics_render(struct td_shard *s, struct td_buf *out);
 
 /* trigger lifecycle (trigger.c) */
 /** Arm a stored trigger: put it in the table (if not there) and start it. */

@@ -193,30 +193,118 @@ static void stored_cb(struct td_rec *rec, long long result, void *arg)
 	td_trigger_stored(arg, result);
 }
 
-static void reject(struct td_shard *s, const char *entry, const struct td_spec *spec,
+static void reject(struct td_shard *s, const char *entry, const struct td_add *a,
 		   const char *err)
 {
 	char esc[600], eesc[600];
 	s->intake.rejected++;
 	td_info("submission rejected", "\"entry\":\"%s\",\"id\":\"%s\",\"error\":\"%s\"",
-		entry, td_log_esc(esc, sizeof(esc), spec->id ? spec->id : "", spec->id_len),
+		entry, td_log_esc(esc, sizeof(esc), a->id, a->id_len),
 		td_log_esc(eesc, sizeof(eesc), err, strlen(err)));
-	td_post_rejected(s, entry, spec->id, spec->id_len, spec->queue, spec->queue_len, err);
+	td_post_rejected(s, entry, a->id_len ? a->id : NULL, a->id_len,
+			 a->queue_len ? a->queue : NULL, a->queue_len, err);
+}
+
+int td_add_prepare(struct td_shard *s, const char *bytes, size_t len, struct td_add *a,
+		   char *err, size_t errlen)
+{
+	memset(a, 0, sizeof(*a));
+	msgpack_unpacked up, up2;
+	msgpack_unpacked_init(&up);
+	msgpack_unpacked_init(&up2);
+	msgpack_sbuffer airflow;
+	msgpack_sbuffer_init(&airflow);
+	struct td_spec spec;
+	memset(&spec, 0, sizeof(spec));
+	size_t off = 0, used = 0;
+	char merr[160];
+	int64_t now = td_wall_ms();
+	int rc;
+	/* Checked first: msgpack-c allocates for declared sizes up front. */
+	if (td_msgpack_check(bytes, len, &used, merr, sizeof(merr)) != 0) {
+		snprintf(err, errlen, "spec: not valid msgpack: %s", merr);
+		rc = TD_EINVAL_SPEC;
+	} else if (msgpack_unpack_next(&up, bytes, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+		snprintf(err, errlen, "spec: not valid msgpack");
+		rc = TD_EINVAL_SPEC;
+	} else if (off != len) {
+		snprintf(err, errlen, "spec: %zu trailing bytes after the map", len - off);
+		rc = TD_EINVAL_SPEC;
+	} else {
+		/* Airflow's classpath + kwargs become kind + args first. */
+		int rw = td_airflow_rewrite(&up.data, &airflow, err, errlen);
+		if (rw < 0) {
+			char ignored[TD_ERR_MAX];
+			/* Only to name id and queue in the rejection. */
+			td_spec_parse(&up.data, now, &spec, ignored, sizeof(ignored));
+			rc = rw;
+		} else if (rw == 0) {
+			size_t aoff = 0;
+			if (msgpack_unpack_next(&up2, airflow.data, airflow.size, &aoff) !=
+			    MSGPACK_UNPACK_SUCCESS) {
+				snprintf(err, errlen, "classpath: internal error translating");
+				rc = TD_EINVAL_SPEC;
+			} else {
+				rc = td_spec_parse(&up2.data, now, &spec, err, errlen);
+			}
+		} else {
+			rc = td_spec_parse(&up.data, now, &spec, err, errlen);
+		}
+	}
+	if (!rc)
+		rc = td_trigger_new(s, &spec, now, &a->t, err, errlen);
+	/* What a rejection names (spec points into what is freed below). */
+	if (spec.id && spec.id_len <= TD_ID_MAX) {
+		memcpy(a->id, spec.id, spec.id_len);
+		a->id_len = spec.id_len;
+	}
+	if (spec.queue && spec.queue_len <= TD_QUEUE_MAX) {
+		memcpy(a->queue, spec.queue, spec.queue_len);
+		a->queue_len = spec.queue_len;
+	}
+	if (!rc) {
+		struct td_trigger *old = td_table_get(&s->table, spec.id, spec.id_len);
+		if (old && old->state == TD_T_DEAD) {
+			/* Cancelled while its store was in flight: its records
+			 * come first in the sink (store, then delete), so this
+			 * add stores the id anew and must be armed like any new
+			 * one. The dead trigger is freed when its store record
+			 * returns. */
+			td_table_del(&s->table, old);
+			old = NULL;
+		}
+		a->exists = old != NULL;
+	}
+	msgpack_unpacked_destroy(&up);
+	msgpack_unpacked_destroy(&up2);
+	msgpack_sbuffer_destroy(&airflow);
+	return rc;
+}
+
+struct td_rec *td_add_record(struct td_shard *s, struct td_add *a, const char *entry)
+{
+	struct td_trigger *t = a->t;
+	msgpack_packer pk;
+	s->scratch.size = 0;
+	msgpack_packer_init(&pk, &s->scratch, msgpack_sbuffer_write);
+	td_trigger_pack_stored(t, &pk);
+	return td_rec_new('A', entry, strlen(entry), td_trigger_idp(t), t->id_len,
+			  s->scratch.data, s->scratch.size, "", 0);
 }
 
 static void add(struct td_shard *s, const char *entry, const redisReply *fields)
 {
 	const redisReply *specf = field(fields, "spec"), *json = field(fields, "json");
-	struct td_spec spec;
+	struct td_add a;
 	char err[TD_ERR_MAX];
-	memset(&spec, 0, sizeof(spec));
+	memset(&a, 0, sizeof(a));
 	if (!specf && !json) {
-		reject(s, entry, &spec,
+		reject(s, entry, &a,
 		       "spec: required (a msgpack map in field 'spec' or JSON text in field 'json')");
 		return;
 	}
 	if (specf && json) {
-		reject(s, entry, &spec, "spec: give either 'spec' or 'json', not both");
+		reject(s, entry, &a, "spec: give either 'spec' or 'json', not both");
 		return;
 	}
 	msgpack_sbuffer conv;
@@ -228,122 +316,59 @@ static void add(struct td_shard *s, const char *entry, const redisReply *fields)
 		if (td_json_to_msgpack(json->str, json->len, &conv, jerr, sizeof(jerr))) {
 			snprintf(err, sizeof(err), "json: %s", jerr);
 			msgpack_sbuffer_destroy(&conv);
-			reject(s, entry, &spec, err);
+			reject(s, entry, &a, err);
 			return;
 		}
 		bytes = conv.data;
 		len = conv.size;
 	}
-	msgpack_unpacked up, up2;
-	msgpack_unpacked_init(&up);
-	msgpack_unpacked_init(&up2);
-	msgpack_sbuffer airflow;
-	msgpack_sbuffer_init(&airflow);
-	size_t off = 0, used = 0;
-	char merr[160];
-	int64_t now = td_wall_ms();
-	int rc;
-	/* Checked first: msgpack-c allocates for declared sizes up front. */
-	if (td_msgpack_check(bytes, len, &used, merr, sizeof(merr)) != 0) {
-		snprintf(err, sizeof(err), "spec: not valid msgpack: %s", merr);
-		rc = TD_EINVAL_SPEC;
-	} else if (msgpack_unpack_next(&up, bytes, len, &off) != MSGPACK_UNPACK_SUCCESS) {
-		snprintf(err, sizeof(err), "spec: not valid msgpack");
-		rc = TD_EINVAL_SPEC;
-	} else if (off != len) {
-		snprintf(err, sizeof(err), "spec: %zu trailing bytes after the map", len - off);
-		rc = TD_EINVAL_SPEC;
-	} else {
-		/* Airflow's classpath + kwargs become kind + args first. */
-		int rw = td_airflow_rewrite(&up.data, &airflow, err, sizeof(err));
-		if (rw < 0) {
-			char ignored[TD_ERR_MAX];
-			/* Only to name id and queue in the rejection. */
-			td_spec_parse(&up.data, now, &spec, ignored, sizeof(ignored));
-			rc = rw;
-		} else if (rw == 0) {
-			size_t aoff = 0;
-			if (msgpack_unpack_next(&up2, airflow.data, airflow.size, &aoff) !=
-			    MSGPACK_UNPACK_SUCCESS) {
-				snprintf(err, sizeof(err), "classpath: internal error translating");
-				rc = TD_EINVAL_SPEC;
-			} else {
-				rc = td_spec_parse(&up2.data, now, &spec, err, sizeof(err));
-			}
-		} else {
-			rc = td_spec_parse(&up.data, now, &spec, err, sizeof(err));
-		}
-	}
+	int rc = td_add_prepare(s, bytes, len, &a, err, sizeof(err));
+	msgpack_sbuffer_destroy(&conv);
 	if (rc) {
-		reject(s, entry, &spec, err);
-		goto out;
+		reject(s, entry, &a, err);
+		return;
 	}
-	struct td_trigger *t = NULL;
-	rc = td_trigger_new(s, &spec, now, &t, err, sizeof(err));
-	if (rc) {
-		reject(s, entry, &spec, err);
-		goto out;
-	}
-	msgpack_packer pk;
-	s->scratch.size = 0;
-	msgpack_packer_init(&pk, &s->scratch, msgpack_sbuffer_write);
-	td_trigger_pack_stored(t, &pk);
-	struct td_rec *rec = td_rec_new('A', entry, strlen(entry), td_trigger_idp(t),
-					t->id_len, s->scratch.data, s->scratch.size, "", 0);
+	struct td_rec *rec = td_add_record(s, &a, entry);
 	if (!rec) {
-		td_trigger_free(t);
+		td_trigger_free(a.t);
 		td_error("out of memory storing a trigger; the submission stays pending", NULL);
-		goto out;
+		return;
 	}
 	s->intake.accepted++;
-	struct td_trigger *old = td_table_get(&s->table, spec.id, spec.id_len);
-	if (old && old->state == TD_T_DEAD) {
-		/* Cancelled while its store was in flight: its records come
-		 * first in the sink (store, then delete), so this add stores
-		 * the id anew and must be armed like any new one. The dead
-		 * trigger is freed when its store record returns. */
-		td_table_del(&s->table, old);
-		old = NULL;
-	}
-	if (old) {
+	if (a.exists) {
 		/* Already active here: a no-op, but the entry still gets acked
 		 * (HSETNX answers 0 and changes nothing). */
-		td_trigger_free(t);
+		td_trigger_free(a.t);
 	} else {
-		td_table_put(&s->table, t);
+		td_table_put(&s->table, a.t);
 		rec->done = stored_cb;
-		rec->arg = t;
+		rec->arg = a.t;
 	}
 	td_sink_push(&s->sink, rec);
-out:
-	msgpack_unpacked_destroy(&up);
-	msgpack_unpacked_destroy(&up2);
-	msgpack_sbuffer_destroy(&airflow);
-	msgpack_sbuffer_destroy(&conv);
 }
 
 static void cancel(struct td_shard *s, const char *entry, const redisReply *fields)
 {
 	const redisReply *id = field(fields, "id"), *queue = field(fields, "queue");
-	struct td_spec spec;
-	memset(&spec, 0, sizeof(spec));
+	struct td_add a;
+	memset(&a, 0, sizeof(a));
 	if (queue && td_queue_name_ok(queue->str, queue->len)) {
-		spec.queue = queue->str;
-		spec.queue_len = queue->len;
+		memcpy(a.queue, queue->str, queue->len);
+		a.queue_len = queue->len;
 	}
 	if (!id || id->len == 0) {
-		reject(s, entry, &spec, "id: required for op cancel");
+		reject(s, entry, &a, "id: required for op cancel");
 		return;
 	}
 	if (id->len > TD_ID_MAX) {
-		reject(s, entry, &spec, "id: longer than 256 bytes");
+		reject(s, entry, &a, "id: longer than 256 bytes");
 		return;
 	}
-	spec.id = id->str;
-	spec.id_len = id->len;
+	memcpy(a.id, id->str, id->len);
+	a.id_len = id->len;
 	struct td_trigger *t = td_table_get(&s->table, id->str, id->len);
 	if (!t || t->state == TD_T_DEAD) {
-		reject(s, entry, &spec, "id: no active trigger with this id");
+		reject(s, entry, &a, "id: no active trigger with this id");
 		return;
 	}
 	s->intake.cancels++;
@@ -358,7 +383,7 @@ static void submission(struct td_shard *s, const redisReply *e)
 		return;
 	const char *entry = e->element[0]->str;
 	const redisReply *fields = e->element[1];
-	struct td_spec none;
+	struct td_add none;
 	memset(&none, 0, sizeof(none));
 	if (fields->type != REDIS_REPLY_ARRAY) {
 		/* A pending entry whose message was deleted (XDEL, trimming). */

@@ -59,6 +59,18 @@ static void usage(FILE *f)
 "                      any allow rule switches to allowlist mode\n"
 "  --deny-hosts LIST   hosts/CIDRs they may not reach (beats allow). Link-local\n"
 "                      and cloud metadata addresses are denied by default\n"
+"  --listen HOST:PORT  control API (default 127.0.0.1:7480; 'off' disables).\n"
+"                      Binds to loopback unless told otherwise\n"
+"  --api-token T       require `Authorization: Bearer T` on /v1/ and /metrics\n"
+"                      (env TRIGGERD_API_TOKEN; default: no token)\n"
+"  --webhook-listen HOST:PORT  webhook receiver, POST /hooks/<path> (default off)\n"
+"  --webhook-rate-limit R  per source address, e.g. '100/s,burst=200' (the\n"
+"                      default) or 'off'\n"
+"  --webhook-retain PATH=DUR  keep deliveries to PATH (or PATH* as a prefix) for\n"
+"                      DUR (e.g. 30s, 500ms, 2m) for triggers registered late;\n"
+"                      repeatable\n"
+"  --webhook-max-body N  request body limit in bytes (default 1048576; 413 past it)\n"
+"  --webhook-payload-max N  bodies up to N bytes go into events (default 65536)\n"
 "  --precascade-budget N  timers the wheel moves ahead of time per idle step\n"
 "                      (default 1024; 0 turns it off, for comparisons)\n"
 "  -h, --help          this text\n"
@@ -80,6 +92,35 @@ static int parse_uint(const char *opt, const char *s, unsigned long min,
 		return -1;
 	}
 	*out = v;
+	return 0;
+}
+
+/* "PATH=DUR": DUR is a number with ms, s (default) or m. */
+static int add_retain(struct td_config *cfg, const char *arg)
+{
+	const char *eq = strrchr(arg, '=');
+	char *end;
+	if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(cfg->retain[0].path)) {
+		fprintf(stderr, "triggerd: --webhook-retain: expected PATH=DURATION, got '%s'\n", arg);
+		return -1;
+	}
+	errno = 0;
+	unsigned long n = strtoul(eq + 1, &end, 10);
+	unsigned long mult = strcmp(end, "ms") == 0 ? 1 : strcmp(end, "m") == 0 ? 60000 :
+			     (strcmp(end, "s") == 0 || !*end) ? 1000 : 0;
+	if (errno || end == eq + 1 || !mult || n == 0 || n * mult > 86400000UL) {
+		fprintf(stderr, "triggerd: --webhook-retain: DURATION: 1ms..24h as N, Nms, Ns or Nm, got '%s'\n",
+			eq + 1);
+		return -1;
+	}
+	struct td_retain_rule *r = realloc(cfg->retain, (cfg->nretain + 1) * sizeof(*r));
+	if (!r)
+		return -1;
+	cfg->retain = r;
+	r += cfg->nretain++;
+	const char *p = arg[0] == '/' ? arg + 1 : arg;
+	snprintf(r->path, sizeof(r->path), "%.*s", (int)(eq - p), p);
+	r->ms = (unsigned)(n * mult);
 	return 0;
 }
 
@@ -155,6 +196,8 @@ static pid_t start_private_redis(const char *dir, const char *sock)
 		td_ratelimit_free(cfg.ratelimit); \
 		td_ssrf_free(cfg.ssrf); \
 		td_conns_free(cfg.conns); \
+		td_ratelimit_free(cfg.webhook_rl); \
+		free(cfg.retain); \
 		return (code); \
 	} while (0)
 
@@ -179,6 +222,13 @@ int main(int argc, char **argv)
 		{"allow-hosts", required_argument, NULL, 'A'},
 		{"deny-hosts", required_argument, NULL, 'D'},
 		{"connections-file", required_argument, NULL, 'C'},
+		{"listen", required_argument, NULL, 'L'},
+		{"api-token", required_argument, NULL, 'K'},
+		{"webhook-listen", required_argument, NULL, 'W'},
+		{"webhook-rate-limit", required_argument, NULL, 'X'},
+		{"webhook-retain", required_argument, NULL, 'Y'},
+		{"webhook-max-body", required_argument, NULL, 'M'},
+		{"webhook-payload-max", required_argument, NULL, 'Q'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -193,6 +243,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "triggerd: out of memory\n");
 		DONE(1);
 	}
+	/* Per source address: 100 deliveries/s, bursts of 200. */
+	struct td_rl_rule hook_dflt = {.interval_ns = 10000000, .burst = 200};
+	if (td_ratelimit_new(&cfg.webhook_rl, &hook_dflt) != 0) {
+		fprintf(stderr, "triggerd: out of memory\n");
+		DONE(1);
+	}
+	const char *token = getenv("TRIGGERD_API_TOKEN");
+	if (token)
+		snprintf(cfg.api_token, sizeof(cfg.api_token), "%s", token);
 	const char *redis = NULL, *state_dir = NULL;
 	unsigned long v;
 	int c;
@@ -292,6 +351,59 @@ int main(int argc, char **argv)
 			td_log_set_level(lv);
 			break;
 		}
+		case 'L':
+		case 'W': {
+			char *dst = c == 'L' ? cfg.api_listen : cfg.webhook_listen;
+			if (strcmp(optarg, "off") == 0) {
+				dst[0] = '\0';
+			} else if (!strchr(optarg, ':') || strlen(optarg) >= sizeof(cfg.api_listen)) {
+				fprintf(stderr, "triggerd: --%s: expected HOST:PORT or off\n",
+					c == 'L' ? "listen" : "webhook-listen");
+				DONE(EXIT_USAGE);
+			} else {
+				snprintf(dst, sizeof(cfg.api_listen), "%s", optarg);
+			}
+			break;
+		}
+		case 'K':
+			if (strlen(optarg) < 16 || strlen(optarg) >= sizeof(cfg.api_token)) {
+				fprintf(stderr, "triggerd: --api-token: 16..255 characters\n");
+				DONE(EXIT_USAGE);
+			}
+			snprintf(cfg.api_token, sizeof(cfg.api_token), "%s", optarg);
+			break;
+		case 'X': {
+			if (strcmp(optarg, "off") == 0) {
+				td_ratelimit_free(cfg.webhook_rl);
+				cfg.webhook_rl = NULL;
+				break;
+			}
+			char rule[300], pattern[300];
+			struct td_rl_rule r;
+			snprintf(rule, sizeof(rule), "default=%s", optarg);
+			if (!cfg.webhook_rl ||
+			    td_ratelimit_parse_rule(rule, pattern, sizeof(pattern), &r, err, sizeof(err)) ||
+			    td_ratelimit_set_rule(cfg.webhook_rl, NULL, &r)) {
+				fprintf(stderr, "triggerd: --webhook-rate-limit: %s\n",
+					cfg.webhook_rl ? err : "given after 'off'");
+				DONE(EXIT_USAGE);
+			}
+			break;
+		}
+		case 'Y':
+			if (add_retain(&cfg, optarg))
+				DONE(EXIT_USAGE);
+			break;
+		case 'M':
+			if (parse_uint("--webhook-max-body", optarg, 1024, 64UL << 20, &v))
+				DONE(EXIT_USAGE);
+			cfg.webhook_body_max = v;
+			break;
+		case 'Q':
+			if (parse_uint("--webhook-payload-max", optarg, 0, 16UL << 20, &v))
+				DONE(EXIT_USAGE);
+			cfg.webhook_payload_max = v;
+			break;
 		case 'h': usage(stdout); DONE(0);
 		case 'V': printf("triggerd %s\n", TD_VERSION); DONE(0);
 		default: usage(stderr); DONE(EXIT_USAGE);

@@ -12,6 +12,9 @@
  *                         If the entry was acknowledged already, this is a
  *                         re-send or a re-read: 1 when the stored spec is
  *                         byte-identical (this submission stored it), else 0.
+ *                         An empty entry (the HTTP control API) stores
+ *                         without an ack: 1 stored, 2 the identical spec
+ *                         was stored already, 0 another spec holds the id.
  *   F id stream event entry
  *                         fire once: if id is stored, XADD stream * id id
  *                         event event, then HDEL id. With an entry (a
@@ -114,12 +117,15 @@ static const char apply_lua[] =
 	"    for m = 1, #ids do\n"
 	"      local b, id, r = i + (m - 1) * 5, ids[m], 0\n"
 	"      local spec = ARGV[b + 3]\n"
-	"      if force or redis.pcall('XACK', sub, group, ARGV[b + 1]) == 1 then\n"
+	"      local e = ARGV[b + 1]\n"
+	"      if force or e == '' or redis.pcall('XACK', sub, group, e) == 1 then\n"
 	"        if not ex[m] and not taken[id] then\n"
 	"          taken[id] = true\n"
 	"          pairs_[#pairs_ + 1] = id\n"
 	"          pairs_[#pairs_ + 1] = spec\n"
 	"          r = 1\n"
+	"        elseif e == '' and ex[m] == spec then\n"
+	"          r = 2\n"
 	"        end\n"
 	"      elseif ex[m] == spec then\n"
 	"        r = 1\n"

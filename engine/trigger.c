@@ -90,6 +90,7 @@ int td_table_put(struct td_table *tb, struct td_trigger *t)
 	t->hnext = tb->buckets[j];
 	tb->buckets[j] = t;
 	tb->count++;
+	tb->by_kind[td_kind_index(t->kind)]++;
 	return 0;
 }
 
@@ -102,6 +103,7 @@ void td_table_del(struct td_table *tb, struct td_trigger *t)
 			*p = t->hnext;
 			t->hnext = NULL;
 			tb->count--;
+			tb->by_kind[td_kind_index(t->kind)]--;
 			return;
 		}
 	}
@@ -222,6 +224,12 @@ static void pack_event(struct td_trigger *t, const struct td_outcome *o, uint64_
 	td_event_pack(&ev, &pk);
 }
 
+static void notify_done(struct td_rec *rec, long long result, void *arg)
+{
+	struct td_notify *n = arg;
+	n->fn(n, result);
+}
+
 int td_trigger_fire(struct td_trigger *t, const struct td_outcome *o)
 {
 	struct td_shard *s = t->shard;
@@ -253,8 +261,14 @@ int td_trigger_fire(struct td_trigger *t, const struct td_outcome *o)
 		hold(t);
 		return TD_EFULL;
 	}
+	if (o->notify) {
+		rec->done = notify_done;
+		rec->arg = o->notify;
+	}
 	td_sink_push(&s->sink, rec);
 	s->stats.fired[o->status]++;
+	if (o->due_at_ms >= 0)
+		td_stats_lateness(&s->stats, td_wall_ms() - o->due_at_ms);
 	if (occurrence) {
 		t->seq = (uint32_t)seq;
 		return 0;
@@ -378,7 +392,7 @@ int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
 void td_trigger_stored(struct td_trigger *t, long long result)
 {
 	struct td_shard *s = t->shard;
-	if (t->state == TD_T_STORING && result == 1) {
+	if (t->state == TD_T_STORING && result >= 1) {
 		td_trigger_activate(t);
 		return;
 	}

@@ -469,53 +469,6 @@ static bool in_list(const uint16_t *l, uint32_t n, uint8_t classes, long status)
 	return false;
 }
 
-/* Follow an RFC 6901 pointer through @o. NULL when it does not resolve. */
-static const msgpack_object *resolve(const msgpack_object *o, const char *p)
-{
-	while (*p == '/') {
-		p++;
-		char tok[1024];
-		size_t n = 0;
-		while (*p && *p != '/' && n < sizeof(tok) - 1) {
-			if (p[0] == '~' && p[1] == '0') {
-				tok[n++] = '~';
-				p += 2;
-			} else if (p[0] == '~' && p[1] == '1') {
-				tok[n++] = '/';
-				p += 2;
-			} else {
-				tok[n++] = *p++;
-			}
-		}
-		if (*p && *p != '/')
-			return NULL; /* token longer than we look at */
-		if (o->type == MSGPACK_OBJECT_MAP) {
-			const msgpack_object *next = NULL;
-			for (uint32_t i = 0; i < o->via.map.size && !next; i++) {
-				const msgpack_object *k = &o->via.map.ptr[i].key;
-				if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-				    memcmp(k->via.str.ptr, tok, n) == 0)
-					next = &o->via.map.ptr[i].val;
-			}
-			if (!next)
-				return NULL;
-			o = next;
-		} else if (o->type == MSGPACK_OBJECT_ARRAY) {
-			char *end;
-			tok[n] = '\0';
-			if (n == 0 || (n > 1 && tok[0] == '0'))
-				return NULL;
-			unsigned long idx = strtoul(tok, &end, 10);
-			if (*end || idx >= o->via.array.size)
-				return NULL;
-			o = &o->via.array.ptr[idx];
-		} else {
-			return NULL;
-		}
-	}
-	return o;
-}
-
 static bool json_matches(const struct conf *c, const struct td_http_req *req)
 {
 	msgpack_sbuffer sb;
@@ -534,7 +487,7 @@ static bool json_matches(const struct conf *c, const struct td_http_req *req)
 	size_t o1 = 0, o2 = 0;
 	if (msgpack_unpack_next(&body, sb.data, sb.size, &o1) == MSGPACK_UNPACK_SUCCESS &&
 	    msgpack_unpack_next(&want, c->equals_mp, c->equals_len, &o2) == MSGPACK_UNPACK_SUCCESS) {
-		const msgpack_object *got = resolve(&body.data, c->pointer);
+		const msgpack_object *got = td_mp_pointer(&body.data, c->pointer);
 		ok = got && msgpack_object_equal(*got, want.data);
 	}
 	msgpack_unpacked_destroy(&body);

@@ -51,4 +51,11 @@ int td_msgpack_to_json(const msgpack_object *o, struct td_buf *out);
  */
 int td_msgpack_check(const char *p, size_t len, size_t *used, char *err, size_t errlen);
 
+/**
+ * Follow the RFC 6901 JSON pointer @ptr (NUL-terminated, "" or starting with
+ * '/') through @o: map keys by string, array elements by decimal index.
+ * Returns the object it names, or NULL when it does not resolve.
+ */
+const msgpack_object *td_mp_pointer(const msgpack_object *o, const char *ptr);
+
 #endif

@@ -66,6 +66,13 @@ struct td_outcome {
 	uint64_t occurrence;     /* repeat: a key unique per occurrence (e.g.
 				    the due time); with seq it dedupes */
 	uint64_t seq;            /* repeat: 1, 2, ... */
+	struct td_notify *notify; /* NULL, or told the record's result */
+};
+
+/* Told what became of a firing in Redis: result 1 posted, 0 not (fired,
+ * cancelled or deduplicated already), < 0 failed or abandoned. */
+struct td_notify {
+	void (*fn)(struct td_notify *n, long long result);
 };
 
 /** The kind's state inside @t (state_size bytes, max-aligned). */
@@ -126,5 +133,6 @@ const struct td_kind *td_kind_find(const char *name, size_t len);
 /* The kinds (triggers/<name>.c). */
 extern const struct td_kind td_kind_timer;
 extern const struct td_kind td_kind_http;
+extern const struct td_kind td_kind_webhook;
 
 #endif
