@@ -551,6 +551,8 @@ int td_api_new(struct td_shard *s, struct td_api **out)
 	struct td_httpd_conf conf = TD_HTTPD_CONF_DEFAULT;
 	conf.name = "api";
 	conf.max_conns = 1024;
+	conf.header_timeout_ms = c->http_header_timeout_ms;
+	conf.idle_timeout_ms = c->http_idle_timeout_ms;
 	conf.bgid = 2;
 	int rc = td_httpd_listen(&a->srv, &s->reactor, &s->wheel, c->api_listen, &conf,
 				 on_request, a);

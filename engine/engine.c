@@ -42,6 +42,8 @@ void td_config_defaults(struct td_config *c)
 	c->webhook_body_max = 1024 * 1024;
 	c->webhook_payload_max = 64 * 1024;
 	c->webhook_max_conns = 10000;
+	c->http_header_timeout_ms = 10000;
+	c->http_idle_timeout_ms = 60000;
 }
 
 const char *td_strerror(int err)

@@ -338,6 +338,8 @@ struct td_config {
 	size_t webhook_body_max;      /* request body limit (413 past it) */
 	size_t webhook_payload_max;   /* bodies up to this go into events */
 	unsigned webhook_max_conns;
+	unsigned http_header_timeout_ms; /* both listeners */
+	unsigned http_idle_timeout_ms;
 };
 
 /* --webhook-retain: deliveries to matching paths are kept for @ms. */

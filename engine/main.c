@@ -71,6 +71,12 @@ static void usage(FILE *f)
 "                      repeatable\n"
 "  --webhook-max-body N  request body limit in bytes (default 1048576; 413 past it)\n"
 "  --webhook-payload-max N  bodies up to N bytes go into events (default 65536)\n"
+"  --webhook-max-conns N  open connections on the webhook listener (10000;\n"
+"                      past it: 503)\n"
+"  --http-header-timeout-ms MS  both listeners: a request's headers must arrive\n"
+"                      within MS of its first byte (10000; else 408)\n"
+"  --http-idle-timeout-ms MS  keep-alive connections idle this long are closed\n"
+"                      (60000)\n"
 "  --precascade-budget N  timers the wheel moves ahead of time per idle step\n"
 "                      (default 1024; 0 turns it off, for comparisons)\n"
 "  -h, --help          this text\n"
@@ -229,6 +235,9 @@ int main(int argc, char **argv)
 		{"webhook-retain", required_argument, NULL, 'Y'},
 		{"webhook-max-body", required_argument, NULL, 'M'},
 		{"webhook-payload-max", required_argument, NULL, 'Q'},
+		{"webhook-max-conns", required_argument, NULL, 'N'},
+		{"http-header-timeout-ms", required_argument, NULL, 'U'},
+		{"http-idle-timeout-ms", required_argument, NULL, 'I'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -403,6 +412,18 @@ int main(int argc, char **argv)
 			if (parse_uint("--webhook-payload-max", optarg, 0, 16UL << 20, &v))
 				DONE(EXIT_USAGE);
 			cfg.webhook_payload_max = v;
+			break;
+		case 'N':
+			if (parse_uint("--webhook-max-conns", optarg, 1, 1000000, &v))
+				DONE(EXIT_USAGE);
+			cfg.webhook_max_conns = (unsigned)v;
+			break;
+		case 'U':
+		case 'I':
+			if (parse_uint(c == 'U' ? "--http-header-timeout-ms" : "--http-idle-timeout-ms",
+				       optarg, 100, 3600000, &v))
+				DONE(EXIT_USAGE);
+			*(c == 'U' ? &cfg.http_header_timeout_ms : &cfg.http_idle_timeout_ms) = (unsigned)v;
 			break;
 		case 'h': usage(stdout); DONE(0);
 		case 'V': printf("triggerd %s\n", TD_VERSION); DONE(0);

@@ -916,6 +916,8 @@ int td_hooks_listen(struct td_hooks *h)
 	conf.name = "webhook";
 	conf.lim.max_body = c->webhook_body_max;
 	conf.max_conns = c->webhook_max_conns;
+	conf.header_timeout_ms = c->http_header_timeout_ms;
+	conf.idle_timeout_ms = c->http_idle_timeout_ms;
 	conf.bgid = 1;
 	return td_httpd_listen(&h->srv, &h->shard->reactor, &h->shard->wheel,
 			       c->webhook_listen, &conf, on_request, h);

@@ -99,6 +99,10 @@ int harness_td_spawn(struct harness *h, const char *const *extra)
 		argv[n++] = h->sock;
 		argv[n++] = "--log-level";
 		argv[n++] = "debug";
+		/* A free port, so parallel tests never collide; a --listen in
+		 * @extra comes later and wins. */
+		argv[n++] = "--listen";
+		argv[n++] = "127.0.0.1:0";
 		for (int i = 0; extra && extra[i] && n < 30; i++)
 			argv[n++] = extra[i];
 		argv[n] = NULL;
@@ -135,6 +139,29 @@ static bool wait_log_from(struct harness *h, off_t from, const char *needle, int
 		sleep_ms(25);
 	}
 	return false;
+}
+
+int harness_listen_port(struct harness *h, const char *listener)
+{
+	char needle[96];
+	snprintf(needle, sizeof(needle), "\"listening\",\"listener\":\"%s\",\"addr\":\"", listener);
+	FILE *f = fopen(h->log, "r");
+	if (!f)
+		return -1;
+	char line[4096];
+	int port = -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, needle);
+		if (!p)
+			continue;
+		p += strlen(needle);
+		char *q = strchr(p, '"');
+		char *colon = q ? memrchr(p, ':', (size_t)(q - p)) : NULL;
+		if (colon)
+			port = atoi(colon + 1);
+	}
+	fclose(f);
+	return port;
 }
 
 bool harness_wait_log(struct harness *h, const char *needle, int timeout_ms)

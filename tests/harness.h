@@ -45,6 +45,10 @@ void harness_redis_kill(struct harness *h);
 int harness_td_start(struct harness *h, const char *const *extra);
 /** Start triggerd without waiting for it to be ready. */
 int harness_td_spawn(struct harness *h, const char *const *extra);
+/** The port triggerd's @listener ("api", "webhook") bound to last, per its
+ * log, or -1. triggerd is started with --listen 127.0.0.1:0 unless @extra
+ * says otherwise. */
+int harness_listen_port(struct harness *h, const char *listener);
 /** Wait until the triggerd log has a line containing @needle. */
 bool harness_wait_log(struct harness *h, const char *needle, int timeout_ms);
 /** Signal triggerd; returns its exit status (or -1). */
