@@ -474,14 +474,14 @@ static void on_request(struct td_hx *x, void *arg)
 	size_t n = req->path_len;
 #define PATH_IS(lit) (n == sizeof(lit) - 1 && memcmp(p, lit, n) == 0)
 	if (PATH_IS("/healthz")) {
-		if (!is(req, "GET") && !is(req, "HEAD"))
+		if (!is(req, "GET"))
 			goto not_allowed_get;
 		static const char ok[] = "{\"status\":\"ok\"}";
 		td_hx_respond(x, 200, "application/json", NULL, ok, sizeof(ok) - 1);
 		return;
 	}
 	if (PATH_IS("/readyz")) {
-		if (!is(req, "GET") && !is(req, "HEAD"))
+		if (!is(req, "GET"))
 			goto not_allowed_get;
 		const char *why = !s->writer.up ? "redis writer not connected" :
 				  !s->reader.up ? "redis reader not connected" :

@@ -805,7 +805,7 @@ static bool rate_limited(struct td_hooks *h, struct td_hx *x)
 	if (rc != TD_EFULL)
 		return false; /* out of memory for key state: let it through */
 	unsigned secs = (unsigned)((retry - now + 999999999) / 1000000000);
-	char extra[48], msg[96];
+	char extra[48], msg[128];
 	snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", secs ? secs : 1);
 	snprintf(msg, sizeof(msg), "too many deliveries from %s; retry after %u s", x->peer,
 		 secs ? secs : 1);
