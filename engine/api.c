@@ -213,6 +213,14 @@ static void create(struct td_api *a, struct td_hx *x)
 	}
 	if (ad.exists) {
 		td_trigger_free(ad.t);
+		struct td_trigger *t = td_table_get(&s->table, ad.id, ad.id_len);
+		if (t && t->state == TD_T_STORING) {
+			/* Its store has not answered: it may still be refused. */
+			td_hx_error(x, 503, "store_in_progress",
+				    "id: a submission of this id is being stored; retry",
+				    "Retry-After: 1\r\n");
+			return;
+		}
 		added(a, x, ad.id, ad.id_len, 200, false);
 		return;
 	}
@@ -239,6 +247,7 @@ static void create(struct td_api *a, struct td_hx *x)
 /* ---- GET / DELETE /v1/triggers/{id} ----------------------------------- */
 
 struct pending_id {
+	struct td_notify note;
 	struct td_api *a;
 	struct td_hx *x;
 	bool del;
@@ -260,20 +269,22 @@ static void render_spec(struct td_buf *b, const char *mp, size_t len)
 	msgpack_unpacked_destroy(&up);
 }
 
-static void xadd_cancel_cb(redisAsyncContext *ac, void *reply, void *priv)
+static void cancelled_cb(struct td_notify *n, long long result)
 {
-	struct pending_id *p = priv;
-	redisReply *r = reply;
-	if (!r || r->type == REDIS_REPLY_ERROR) {
-		td_hx_error(p->x, 503, "redis_unavailable", "the cancel could not be queued; retry",
-			    "Retry-After: 1\r\n");
-	} else {
+	struct pending_id *p = td_container_of(n, struct pending_id, note);
+	if (result == 1) {
 		struct td_buf *b = &p->a->out;
 		td_buf_reset(b);
 		td_buf_puts(b, "{\"id\":");
 		td_buf_json_str(b, p->id, p->id_len);
-		td_buf_puts(b, ",\"status\":\"cancel_requested\"}");
-		json_reply(p->x, 202, b);
+		td_buf_puts(b, ",\"status\":\"cancelled\"}");
+		json_reply(p->x, 200, b);
+	} else if (result == 0) {
+		td_hx_error(p->x, 404, "not_found", "id: no such trigger (it completed meanwhile)",
+			    NULL);
+	} else {
+		td_hx_error(p->x, 503, "redis_unavailable", "the cancel could not be applied; retry",
+			    "Retry-After: 1\r\n");
 	}
 	free(p);
 }
@@ -295,15 +306,34 @@ static void hget_cb(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	}
 	if (p->del) {
-		/* Stored but held by another instance (or not loaded yet): the
-		 * submit stream reaches whoever holds it. */
-		const char *argv[] = {"XADD", s->eng->key_submit, "*", "op", "cancel", "id", p->id};
-		size_t argvlen[] = {4, strlen(s->eng->key_submit), 1, 2, 6, 2, p->id_len};
-		if (td_redis_cmd(&s->writer, xadd_cancel_cb, p, 7, argv, argvlen) != 0) {
-			td_hx_error(p->x, 503, "redis_unavailable", "Redis is not reachable; retry",
-				    "Retry-After: 1\r\n");
-			free(p);
+		/* Stored, but not held here (another instance holds it, or it
+		 * is not loaded yet): build it from its stored spec and post
+		 * its cancel through the apply script, which removes it from
+		 * td:triggers; a holder elsewhere then finds it gone when it
+		 * fires. A stream cancel would not do: the consumer group
+		 * hands the entry to any one instance, not to the holder. */
+		struct td_add ad;
+		char err[TD_ERR_MAX];
+		int rc = td_add_prepare(s, r->str, r->len, &ad, err, sizeof(err));
+		if (rc == 0 && ad.exists) {
+			td_trigger_free(ad.t); /* loaded meanwhile: cancel it here */
+			struct td_trigger *t = td_table_get(&s->table, p->id, p->id_len);
+			rc = t && t->state != TD_T_DEAD ? td_trigger_cancel(t, "", 0) : -ENOENT;
+			if (rc == 0) {
+				cancelled_cb(&p->note, 1);
+				return;
+			}
+		} else if (rc == 0) {
+			p->note.fn = cancelled_cb;
+			if (td_trigger_cancel_detached(ad.t, &p->note) == 0)
+				return;
+			rc = -ENOMEM;
 		}
+		char msg[TD_ERR_MAX + 64];
+		snprintf(msg, sizeof(msg), "the stored spec cannot be read: %s",
+			 rc == TD_EINVAL_SPEC ? err : td_strerror(rc));
+		td_hx_error(p->x, 500, "unreadable_trigger", msg, NULL);
+		free(p);
 		return;
 	}
 	struct td_buf *b = &p->a->out;
@@ -402,8 +432,8 @@ static void list(struct td_api *a, struct td_hx *x)
 		td_hx_error(x, 400, "bad_query", "kind: not a known trigger kind", NULL);
 		return;
 	}
-	unsigned long limit = LIST_DEFAULT, cursor = 0;
-	char num[24];
+	unsigned long limit = LIST_DEFAULT, cursor = 0, skip = 0;
+	char num[48];
 	if (lim) {
 		char *end;
 		if (ll == 0 || ll >= sizeof(num)) {
@@ -419,15 +449,21 @@ static void list(struct td_api *a, struct td_hx *x)
 		}
 	}
 	if (cur) {
+		/* "<bucket>.<position in its chain>", from next_cursor */
 		char *end;
-		if (cl == 0 || cl >= sizeof(num)) {
-			td_hx_error(x, 400, "bad_query", "cursor: expected the next_cursor of a previous page", NULL);
-			return;
+		bool ok = cl > 0 && cl < sizeof(num);
+		if (ok) {
+			memcpy(num, cur, cl);
+			num[cl] = '\0';
+			cursor = strtoul(num, &end, 10);
+			ok = *end == '.' && end > num;
+			if (ok) {
+				char *p2 = end + 1;
+				skip = strtoul(p2, &end, 10);
+				ok = !*end && end > p2;
+			}
 		}
-		memcpy(num, cur, cl);
-		num[cl] = '\0';
-		cursor = strtoul(num, &end, 10);
-		if (*end) {
+		if (!ok) {
 			td_hx_error(x, 400, "bad_query", "cursor: expected the next_cursor of a previous page", NULL);
 			return;
 		}
@@ -435,14 +471,23 @@ static void list(struct td_api *a, struct td_hx *x)
 	struct td_buf *b = &a->out;
 	td_buf_reset(b);
 	td_buf_puts(b, "{\"triggers\":[");
-	unsigned long n = 0;
+	unsigned long n = 0, pos = 0;
 	size_t i = cursor;
-	/* Whole buckets per page, so the cursor (a bucket index) never splits
-	 * a chain; chains are about one long. */
-	for (; i < s->table.nbuckets && n < limit; i++) {
-		for (struct td_trigger *t = s->table.buckets[i]; t; t = t->hnext) {
+	bool more = false;
+	/* The cursor is a bucket and a position in its chain: exact pages
+	 * while the table does not change; after changes a page may repeat
+	 * or skip an entry (never loops: the bucket index only grows). */
+	for (; i < s->table.nbuckets && !more; i++) {
+		pos = 0;
+		for (struct td_trigger *t = s->table.buckets[i]; t; t = t->hnext, pos++) {
+			if (i == cursor && pos < skip)
+				continue;
 			if (t->state == TD_T_DEAD || (k && t->kind != k))
 				continue;
+			if (n == limit) {
+				more = true;
+				break;
+			}
 			td_buf_puts(b, n ? ",{\"id\":" : "{\"id\":");
 			td_buf_json_str(b, td_trigger_idp(t), t->id_len);
 			td_buf_printf(b, ",\"kind\":\"%s\",\"state\":\"%s\"}", t->kind->name,
@@ -452,8 +497,8 @@ static void list(struct td_api *a, struct td_hx *x)
 	}
 	size_t total = k ? s->table.by_kind[td_kind_index(k)] : s->table.count;
 	td_buf_printf(b, "],\"count\":%lu,\"total\":%zu", n, total);
-	if (i < s->table.nbuckets)
-		td_buf_printf(b, ",\"next_cursor\":\"%zu\"", i);
+	if (more)
+		td_buf_printf(b, ",\"next_cursor\":\"%zu.%lu\"", i - 1, pos);
 	td_buf_puts(b, "}");
 	json_reply(x, 200, b);
 }

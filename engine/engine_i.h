@@ -452,6 +452,11 @@ void td_trigger_end(struct td_trigger *t);
  * is still in flight is marked DEAD: its cancel record is queued behind the
  * store record, so Redis stores, then removes and posts. */
 int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len);
+/** Post a cancelled event for @t, a trigger built from its stored spec but
+ * held by no one here (in no table; freed by this call): the apply script
+ * posts it only if the id is still stored, so whoever holds it in memory
+ * finds it gone when it fires. @note is told the result. */
+int td_trigger_cancel_detached(struct td_trigger *t, struct td_notify *note);
 /** The store of @t answered @result (1 stored, 0 not, < 0 abandoned at
  * shutdown): arm it, or drop it. */
 void td_trigger_stored(struct td_trigger *t, long long result);

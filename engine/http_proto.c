@@ -38,14 +38,15 @@ enum { HS_NONE, HS_FIELD, HS_VALUE, HS_TRAILER };                     /* p->hdr_
 enum { P_NONE, P_HEADERS, P_CHUNK_HEADER, P_CHUNK_DONE, P_MESSAGE }; /* box.pause */
 
 /*
- * What td_hparse_init allocates behind p->hp: the http-parser and what the
- * callbacks need to know about the buffer being executed. hp stays first.
+ * What td_hparse_init allocates behind p->hp: the http-parser and the state
+ * kept around it, private to this file. hp stays first.
  */
 struct box {
 	http_parser hp;
-	const char *at, *end; /* the buffer http_parser_execute is working on */
+	const char *url_at;   /* where the target began, in this buffer */
+	unsigned lfs;         /* LFs consumed since the target began */
+	bool counting;        /* the target began: count LFs */
 	uint8_t pause;        /* P_*: which callback paused the parser */
-	bool value_open;      /* the last value piece ran to the end of its buffer */
 	bool saw_te;          /* a Transfer-Encoding field arrived */
 	char last[2];         /* the last two bytes consumed */
 };
@@ -200,6 +201,12 @@ static int end_name(struct td_hparse *p)
 static int on_url(http_parser *hp, const char *at, size_t n)
 {
 	struct td_hparse *p = hp->data;
+	struct box *b = (struct box *)hp;
+
+	if (!b->counting) {
+		b->counting = true;
+		b->url_at = at;
+	}
 
 	/* The non-strict build lets HT and FF into the target. */
 	for (size_t i = 0; i < n; i++)
@@ -226,25 +233,19 @@ static int on_header_field(http_parser *hp, const char *at, size_t n)
 static int on_header_value(http_parser *hp, const char *at, size_t n)
 {
 	struct td_hparse *p = hp->data;
-	struct box *b = (struct box *)hp;
 
-	switch (p->hdr_state) {
-	case HS_TRAILER:
+	if (p->hdr_state == HS_TRAILER)
 		return 0; /* trailer fields are read and dropped */
-	case HS_FIELD:
-		if (end_name(p))
-			return -1;
-		break;
-	case HS_VALUE:
-		/* A value piece is continued only where a buffer boundary split
-		 * it; anywhere else http-parser is joining an obs-fold line. */
-		if (!b->value_open || at != b->at)
-			return bad(p, "obsolete line folding in a header");
-		break;
-	default:
+	if (p->hdr_state == HS_FIELD && end_name(p))
+		return -1;
+	if (p->hdr_state != HS_VALUE)
 		return bad(p, "header value without a name");
+	/* http-parser does not check the first byte of a value. */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)at[i];
+		if ((c < ' ' && c != '\t') || c == 0x7f)
+			return bad(p, "control character in a header value");
 	}
-	b->value_open = at + n == b->end;
 	p->hdrs[p->nhdrs - 1].value_len += n;
 	return put(p, at, n);
 }
@@ -461,12 +462,17 @@ static int check_framing(struct td_hparse *p)
 	if (te != (chunked == 1) || te != !!(hp->flags & F_CHUNKED))
 		return bad(p, "malformed Transfer-Encoding");
 	p->req.chunked = te;
-	if (!(hp->flags & F_CONTENTLENGTH))
+	if (!(hp->flags & F_CONTENTLENGTH) || hp->content_length == 0)
 		return 0;
 	if (hp->content_length > p->lim.max_body)
 		return fail(p, 413, "body_too_large", "Content-Length %llu exceeds %zu bytes",
 			    (unsigned long long)hp->content_length, p->lim.max_body);
-	if (td_buf_reserve(&p->body, (size_t)hp->content_length))
+	/* One allocation for the usual webhook; a bigger body grows as it
+	 * arrives, so a client cannot pin max_body by announcing it. */
+	size_t want = (size_t)hp->content_length;
+	if (want > SHRINK_ABOVE - 1)
+		want = SHRINK_ABOVE - 1;
+	if (td_buf_reserve(&p->body, want))
 		return oom(p);
 	return 0;
 }
@@ -510,6 +516,11 @@ static int headers_done(struct td_hparse *p, char lf)
 	if (hp->http_major != 1 || hp->http_minor > 1)
 		return fail(p, 505, "version_not_supported", "HTTP/%u.%u is not supported",
 			    hp->http_major, hp->http_minor);
+	/* One LF ends the request line and each field line (the last LF is
+	 * not consumed yet); a further one was an obs-fold, which http-parser
+	 * joins silently (RFC 9112, 5.2 lets us refuse it). */
+	if (box_of(p)->lfs != p->nhdrs + 1)
+		return bad(p, "obsolete line folding in a header");
 	if (hp->method == HTTP_CONNECT)
 		return fail(p, 501, "not_implemented", "CONNECT is not supported");
 	/* An upgrade would make http-parser stop reading this connection. */
@@ -527,6 +538,17 @@ static int headers_done(struct td_hparse *p, char lf)
 
 /* ---- feeding ---------------------------------------------------------- */
 
+static unsigned count_lf(const char *s, const char *end)
+{
+	unsigned n = 0;
+
+	while (s < end && (s = memchr(s, '\n', (size_t)(end - s)))) {
+		n++;
+		s++;
+	}
+	return n;
+}
+
 static size_t execute(struct td_hparse *p, const char *data, size_t n)
 {
 	struct box *b = box_of(p);
@@ -536,11 +558,13 @@ static size_t execute(struct td_hparse *p, const char *data, size_t n)
 		http_parser_pause(&b->hp, 0);
 	b->hp.data = p;
 	b->pause = P_NONE;
-	b->at = data;
-	b->end = data + n;
 	got = http_parser_execute(&b->hp, &settings, data, n);
-	if (p->state == ST_HEAD)
+	if (p->state == ST_HEAD) {
 		p->head_bytes += got;
+		if (b->counting)
+			b->lfs += count_lf(b->url_at ? b->url_at : data, data + got);
+		b->url_at = NULL;
+	}
 	if (got >= 2)
 		b->last[0] = data[got - 2];
 	else if (got)
@@ -580,6 +604,8 @@ static void complete(struct td_hparse *p)
 		bad(p, "malformed end of chunked body");
 		return;
 	}
+	if (p->body.data)
+		p->body.data[p->body.len] = '\0'; /* even if only reserved */
 	p->req.body = p->body.data ? p->body.data : "";
 	p->req.body_len = p->body.len;
 	p->state = ST_DONE;
@@ -679,7 +705,9 @@ void td_hparse_next(struct td_hparse *p)
 		return;
 	http_parser_init(&b->hp, HTTP_REQUEST);
 	b->pause = P_NONE;
-	b->value_open = b->saw_te = false;
+	b->url_at = NULL;
+	b->lfs = 0;
+	b->counting = b->saw_te = false;
 	b->last[0] = b->last[1] = 0;
 	recycle(&p->head);
 	recycle(&p->body);

@@ -325,13 +325,45 @@ static bool keep_alive(const struct hconn *c)
 	return c->hx.req && c->hx.req->keep_alive && !c->srv->stopping && !c->close_after;
 }
 
+/* Extra header lines for the answer: the handler's, plus what HTTP/1.0
+ * keep-alive clients need to hear. NULL when there are none. */
+static const char *answer_extra(const struct hconn *c, const char *extra, bool ka,
+				char *buf, size_t len)
+{
+	if (!(ka && c->hx.req && c->hx.req->http_minor == 0))
+		return extra;
+	snprintf(buf, len, "%sConnection: keep-alive\r\n", extra ? extra : "");
+	return buf;
+}
+
+/* A HEAD request gets the head of the answer only (with the Content-Length
+ * the body would have had). */
+static void strip_head_body(struct hconn *c, struct td_buf *out, size_t start)
+{
+	if (!c->hx.req || strcmp(c->hx.req->method, "HEAD") != 0)
+		return;
+	char *end = memmem(out->data + start, out->len - start, "\r\n\r\n", 4);
+	if (end) {
+		out->len = (size_t)(end + 4 - out->data);
+		out->data[out->len] = '\0';
+	}
+}
+
 void td_hx_respond(struct td_hx *x, int status, const char *ctype, const char *extra,
 		   const char *body, size_t len)
 {
 	struct hconn *c = hx_conn(x);
 	bool ka = keep_alive(c);
-	if (!c->closing && td_hresp(queued_out(c), status, ctype, extra, body, len, ka))
-		c->closing = true; /* out of memory: drop the connection */
+	char ex[512];
+	if (!c->closing) {
+		struct td_buf *out = queued_out(c);
+		size_t start = out->len;
+		if (td_hresp(out, status, ctype, answer_extra(c, extra, ka, ex, sizeof(ex)), body,
+			     len, ka))
+			c->closing = true; /* out of memory: drop the connection */
+		else
+			strip_head_body(c, out, start);
+	}
 	if (!ka)
 		c->close_after = true;
 	answered(c, status);
@@ -342,8 +374,16 @@ void td_hx_error(struct td_hx *x, int status, const char *code, const char *mess
 {
 	struct hconn *c = hx_conn(x);
 	bool ka = keep_alive(c);
-	if (!c->closing && td_hresp_error(queued_out(c), status, code, message, extra, ka))
-		c->closing = true;
+	char ex[512];
+	if (!c->closing) {
+		struct td_buf *out = queued_out(c);
+		size_t start = out->len;
+		if (td_hresp_error(out, status, code, message,
+				   answer_extra(c, extra, ka, ex, sizeof(ex)), ka))
+			c->closing = true;
+		else
+			strip_head_body(c, out, start);
+	}
 	if (!ka)
 		c->close_after = true;
 	answered(c, status);

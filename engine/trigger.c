@@ -353,7 +353,8 @@ void td_shard_release_held(struct td_shard *s)
 }
 
 /* Queue the 'F' record posting @t's cancelled event and acking @entry. */
-static int push_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
+static int push_cancel(struct td_trigger *t, const char *entry, size_t entry_len,
+		       struct td_notify *note)
 {
 	struct td_shard *s = t->shard;
 	struct td_engine *e = s->eng;
@@ -366,14 +367,25 @@ static int push_cancel(struct td_trigger *t, const char *entry, size_t entry_len
 					s->scratch.data, s->scratch.size, entry, entry_len);
 	if (!rec)
 		return -ENOMEM;
+	if (note) {
+		rec->done = notify_done;
+		rec->arg = note;
+	}
 	td_sink_push(&s->sink, rec);
 	s->stats.fired[TD_CANCELLED]++;
 	return 0;
 }
 
+int td_trigger_cancel_detached(struct td_trigger *t, struct td_notify *note)
+{
+	int rc = push_cancel(t, "", 0, note);
+	td_trigger_free(t);
+	return rc;
+}
+
 int td_trigger_cancel(struct td_trigger *t, const char *entry, size_t entry_len)
 {
-	int rc = push_cancel(t, entry, entry_len);
+	int rc = push_cancel(t, entry, entry_len, NULL);
 	if (rc)
 		return rc;
 	/* Still storing: the record just queued runs after the store record

@@ -39,6 +39,9 @@
 
 struct http_parser;
 
+/* max_header counts every byte before the body: the request line, the
+ * header block with its CRLFs, and any empty lines before the request line.
+ * http-parser adds its own cap of 80 KiB on top. */
 struct td_hparse_limits {
 	size_t max_header;       /* request line + headers, bytes (431 past it) */
 	size_t max_body;         /* body after de-chunking, bytes (413 past it) */
@@ -61,11 +64,13 @@ struct td_hreq {
 	const char *method;      /* "GET", "POST", ... */
 	const char *target;      /* request-target as sent, e.g. "/a/b?x=1" */
 	size_t target_len;
-	const char *path;        /* target up to '?' or '#' (not decoded) */
+	const char *path;        /* target up to '?' or '#' (not decoded); of an
+				    absolute-form target, only the path ("/"
+				    when empty) */
 	size_t path_len;
 	const char *query;       /* after '?', up to '#'; "" when none */
 	size_t query_len;
-	const struct td_hhdr *hdrs;
+	const struct td_hhdr *hdrs; /* trailer fields are not included */
 	unsigned nhdrs;
 	const char *body;        /* de-chunked; "" when none */
 	size_t body_len;
@@ -78,7 +83,12 @@ struct td_hreq {
 enum td_hparse_ev {
 	TD_HP_MORE,              /* everything fed was consumed; need more */
 	TD_HP_CONTINUE,          /* headers done, `Expect: 100-continue` and a
-				    body still to come: send 100 if willing */
+				    body still to come: send 100 if willing.
+				    Reported once, right after the header block
+				    of an HTTP/1.1 request that has the
+				    expectation and a body (Content-Length > 0
+				    or chunked), even when body bytes were fed
+				    along with the headers */
 	TD_HP_REQUEST,           /* a complete request: td_hparse_req() */
 	TD_HP_ERROR,             /* malformed or over a limit: td_hparse_error() */
 };
@@ -86,12 +96,14 @@ enum td_hparse_ev {
 /* Why a request could not be parsed; the server answers @status with a JSON
  * body built from @code and @message, then closes the connection. */
 struct td_hparse_err {
-	int status;              /* 400, 413, 417, 431, 501, 505 */
+	int status;              /* 400, 413, 417, 431, 500, 501, 505 */
 	const char *code;        /* short token: "bad_request", "header_too_large",
 				    "body_too_large", "too_many_headers",
 				    "unsupported_transfer_encoding",
 				    "unsupported_expectation",
-				    "version_not_supported" */
+				    "version_not_supported",
+				    "not_implemented" (CONNECT, Upgrade),
+				    "out_of_memory" (500) */
 	char message[160];       /* one line for humans, never quoting input
 				    bytes that are not printable ASCII */
 };
@@ -114,7 +126,8 @@ struct td_hparse {
 	bool continue_sent;      /* TD_HP_CONTINUE already reported */
 };
 
-/** Set up a parser for one connection. Returns 0 or -ENOMEM. */
+/** Set up a parser for one connection; @lim NULL means the defaults.
+ * Returns 0 or -ENOMEM. */
 int td_hparse_init(struct td_hparse *p, const struct td_hparse_limits *lim);
 /** Free everything. Accepts a zeroed parser. */
 void td_hparse_finish(struct td_hparse *p);
@@ -130,12 +143,14 @@ void td_hparse_finish(struct td_hparse *p);
 size_t td_hparse_feed(struct td_hparse *p, const char *data, size_t len,
 		      enum td_hparse_ev *ev);
 
-/** The request after TD_HP_REQUEST. */
+/** The request after TD_HP_REQUEST. Once td_hparse_headers_done() (so
+ * from TD_HP_CONTINUE on) all but body, body_len and keep_alive is set. */
 const struct td_hreq *td_hparse_req(const struct td_hparse *p);
 /** The error after TD_HP_ERROR. */
 const struct td_hparse_err *td_hparse_error(const struct td_hparse *p);
 /** Done with the current request: get ready for the next on this
- * connection (memory is kept for reuse, trimmed when it grew large). */
+ * connection (memory is kept for reuse, trimmed when it grew large).
+ * After TD_HP_ERROR it does nothing: the error stays. */
 void td_hparse_next(struct td_hparse *p);
 
 /** True once any byte of the current request has arrived (the header read
@@ -160,16 +175,19 @@ int td_hresp_continue(struct td_buf *out);
 
 /**
  * A complete response into @out: status line with the standard reason
- * phrase, `Content-Length`, `Content-Type` (omitted when @ctype is NULL),
- * `Connection: close` when !@keep_alive, @extra (zero or more complete
- * "Name: value\r\n" lines, or NULL), then the body. Returns 0 or -ENOMEM.
+ * phrase, `Content-Length` (not for 1xx and 204, which have no body),
+ * `Content-Type` (omitted when @ctype is NULL), `Connection: close` when
+ * !@keep_alive, @extra (zero or more complete "Name: value\r\n" lines, or
+ * NULL), then the body. Returns 0, -ENOMEM, or -EINVAL when @status is not
+ * 100..999 or is 1xx/204 with a body; @out is unchanged on error.
  */
 int td_hresp(struct td_buf *out, int status, const char *ctype, const char *extra,
 	     const char *body, size_t body_len, bool keep_alive);
 
 /**
  * A JSON error response: {"status":N,"error":"<code>","message":"<message>"}
- * (message JSON-escaped) with `Content-Type: application/json`.
+ * (message JSON-escaped) with `Content-Type: application/json`. Returns as
+ * td_hresp() does.
  */
 int td_hresp_error(struct td_buf *out, int status, const char *code,
 		   const char *message, const char *extra, bool keep_alive);
