@@ -233,6 +233,7 @@ struct td_sink {
 	struct td_rec *q_head, *q_tail;     /* not yet sent */
 	struct td_batch *retry_head, *retry_tail;
 	size_t nrec;                        /* queued + in flight + retry */
+	size_t nqueued;                     /* queued, not yet in a batch */
 	size_t max;                         /* bound on nrec */
 	unsigned batch_max;
 	unsigned inflight;
@@ -262,6 +263,9 @@ bool td_sink_has_room(const struct td_sink *k);
 void td_sink_push(struct td_sink *k, struct td_rec *rec);
 /** Send what can be sent. Called once per loop iteration. */
 void td_sink_flush(struct td_sink *k);
+/** Send now if at least @at records are queued: lets Redis start on a
+ * batch while the loop is still handling the rest of its completions. */
+void td_sink_kick(struct td_sink *k, size_t at);
 /** The apply script's Lua text (for tests and docs). */
 const char *td_sink_script(void);
 /** The writer connection came up: load the script, resend. */

@@ -25,6 +25,11 @@
  *                         repeat occurrence: if the trigger is still stored
  *                         and dedupkey does not exist: XADD, then SET dedupkey
  *                         EX ttl.
+ *   T id stream event "<ttl>:<dedupkey>"
+ *                         the same with its own TTL, for occurrences that
+ *                         can only come again as a re-sent record (webhook
+ *                         deliveries without an id), so their keys need not
+ *                         live for the whole --dedup-ttl.
  *   J entry stream id event
  *                         reject: while entry is pending, XADD then XACK.
  *   S id spec - -         store without an ack (re-storing after Redis lost
@@ -137,10 +142,12 @@ static const char apply_lua[] =
 	"    i = j\n"
 	"  else\n"
 	"    local a, b, c, d, r = ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], 0\n"
-	"    if op == 'R' then\n"
-	"      if redis.call('HEXISTS', trig, a) == 1 and redis.call('EXISTS', d) == 0 then\n"
+	"    if op == 'R' or op == 'T' then\n"
+	"      local key, kttl = d, ttl\n"
+	"      if op == 'T' then kttl, key = string.match(d, '^(%d+):(.*)$') end\n"
+	"      if redis.call('HEXISTS', trig, a) == 1 and redis.call('EXISTS', key) == 0 then\n"
 	"        if post(b, a, c) then\n"
-	"          redis.call('SET', d, '1', 'EX', ttl)\n"
+	"          redis.call('SET', key, '1', 'EX', kttl)\n"
 	"          r = 1\n"
 	"        else\n"
 	"          r = -1\n"
@@ -292,6 +299,15 @@ void td_sink_push(struct td_sink *k, struct td_rec *rec)
 		k->q_head = rec;
 	k->q_tail = rec;
 	k->nrec++;
+	k->nqueued++;
+}
+
+void td_sink_kick(struct td_sink *k, size_t at)
+{
+	if (k->nqueued >= at) {
+		td_sink_flush(k);
+		td_redis_flush(k->conn);
+	}
 }
 
 static void retry_later(struct td_sink *k, struct td_batch *b)
@@ -355,7 +371,7 @@ static void batch_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 				 "\"op\":\"%c\",\"id\":\"%s\",\"stream\":\"%s\"", r->op,
 				 td_log_esc(e1, sizeof(e1), id, idl),
 				 td_log_esc(e2, sizeof(e2), a1, r->len[1]));
-		} else if (r->op == 'F' || r->op == 'R' || r->op == 'J') {
+		} else if (r->op == 'F' || r->op == 'R' || r->op == 'T' || r->op == 'J') {
 			if (v == 1)
 				k->posted++;
 			else
@@ -456,6 +472,7 @@ void td_sink_flush(struct td_sink *k)
 		}
 		last->next = NULL;
 		k->q_head = r;
+		k->nqueued -= b->n;
 		if (!r)
 			k->q_tail = NULL;
 		if (send_batch(k, b) != 0) {
@@ -504,6 +521,7 @@ static struct td_batch *batch_queue(struct td_sink *k, struct td_rec *r, bool fo
 			b->n++;
 		}
 		prev->next = NULL;
+		k->nqueued -= b->n;
 		if (last)
 			last->next = b;
 		else

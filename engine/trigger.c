@@ -247,12 +247,16 @@ int td_trigger_fire(struct td_trigger *t, const struct td_outcome *o)
 	pack_event(t, o, seq);
 	struct td_rec *rec;
 	if (occurrence) {
-		char dkey[sizeof(e->cfg.prefix) + TD_ID_MAX + 48];
-		int dl = snprintf(dkey, sizeof(dkey), "%sseen:%.*s:%llu", e->cfg.prefix,
-				  (int)t->id_len, td_trigger_idp(t),
-				  (unsigned long long)o->occurrence);
-		rec = td_rec_new('R', td_trigger_idp(t), t->id_len, stream, slen,
-				 s->scratch.data, s->scratch.size, dkey, (size_t)dl);
+		char dkey[sizeof(e->cfg.prefix) + TD_ID_MAX + 72];
+		int dl = o->dedup_ttl_s ?
+			snprintf(dkey, sizeof(dkey), "%u:%sseen:%.*s:%llu", o->dedup_ttl_s,
+				 e->cfg.prefix, (int)t->id_len, td_trigger_idp(t),
+				 (unsigned long long)o->occurrence) :
+			snprintf(dkey, sizeof(dkey), "%sseen:%.*s:%llu", e->cfg.prefix,
+				 (int)t->id_len, td_trigger_idp(t),
+				 (unsigned long long)o->occurrence);
+		rec = td_rec_new(o->dedup_ttl_s ? 'T' : 'R', td_trigger_idp(t), t->id_len,
+				 stream, slen, s->scratch.data, s->scratch.size, dkey, (size_t)dl);
 	} else {
 		rec = td_rec_new('F', td_trigger_idp(t), t->id_len, stream, slen,
 				 s->scratch.data, s->scratch.size, "", 0);

@@ -52,6 +52,13 @@
 #define SWEEP_MS 1000
 #define SIG_CACHE 4
 #define BATCH_WAITERS 64
+#define NOID_DEDUP_TTL_S 600
+/* Send the sink's queue to Redis once this many firings wait, instead of
+ * at the end of the loop iteration: Redis then works on one batch while
+ * the loop parses the next requests (see docs/benchmarks.md). */
+#ifndef KICK_AT
+#define KICK_AT 16
+#endif
 
 /* Request headers every event payload carries when present. */
 static const char *const default_headers[] = {
@@ -468,6 +475,9 @@ static int fire(struct td_hooks *h, struct view *v, struct td_hook_waiter *w,
 		.due_at_ms = -1,
 		.occurrence = v->occurrence,
 		.notify = note,
+		/* Without a delivery id an occurrence can only come again as a
+		 * re-sent record, within seconds: a short-lived key will do. */
+		.dedup_ttl_s = v->did ? 0 : NOID_DEDUP_TTL_S,
 	};
 	int rc = td_trigger_fire(td_trigger_from_state(w), &o);
 	msgpack_sbuffer_destroy(&own);
@@ -758,6 +768,8 @@ static void live_go(struct live *l)
 		free(ws);
 	if (l->outstanding == 0)
 		live_finish(l);
+	else
+		td_sink_kick(&s->sink, KICK_AT);
 }
 
 static void exists_cb(redisAsyncContext *ac, void *reply, void *priv)

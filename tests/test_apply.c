@@ -244,6 +244,41 @@ static void repeat_and_reject(void **state)
 	assert_int_equal(harness_pending(h), 1);
 }
 
+/* T: a repeat occurrence with its own dedup TTL; A with no entry: the
+ * control API's store (1 new, 2 identical already, 0 another spec). */
+static void short_ttl_repeat_and_unacked_store(void **state)
+{
+	struct harness *h = *state;
+	redisReply *r = redisCommand(h->c, "HSET td:triggers rep 1");
+	freeReplyObject(r);
+	const struct rec recs[] = {
+		{"T", "rep", "td:events", "o1", "7:td:seen:rep:5"},
+		{"T", "rep", "td:events", "o1", "7:td:seen:rep:5"},  /* re-sent */
+		{"T", "rep", "td:events", "o2", "3600:td:seen:rep:6"},
+		{"A", "", "api1", "spec-1", ""},
+	};
+	long long res[4];
+	apply(h, recs, 4, res);
+	long long want[] = {1, 0, 1, 1};
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(res[i], want[i]);
+	/* Later batches (within one run an id counts for its first record). */
+	const struct rec again[] = {{"A", "", "api1", "spec-1", ""}};
+	const struct rec other[] = {{"A", "", "api1", "spec-2", ""}};
+	apply(h, again, 1, res);
+	assert_int_equal(res[0], 2);
+	apply(h, other, 1, res);
+	assert_int_equal(res[0], 0);
+	assert_int_equal(redis_int(h, "XLEN td:events"), 2);
+	long long ttl = redis_int(h, "TTL td:seen:rep:5");
+	assert_true(ttl > 0 && ttl <= 7);
+	ttl = redis_int(h, "TTL td:seen:rep:6");
+	assert_true(ttl > 60 && ttl <= 3600);
+	r = redisCommand(h->c, "HGET td:triggers api1");
+	assert_string_equal(r->str, "spec-1");
+	freeReplyObject(r);
+}
+
 /* Forced batches (Redis came back empty): post despite the guards. */
 static void force_and_restore(void **state)
 {
@@ -273,6 +308,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(fire_once_in_a_run, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(mixed_sequence_in_order, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(repeat_and_reject, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(short_ttl_repeat_and_unacked_store, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(force_and_restore, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(entries_gate_their_effect, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(failed_post_changes_nothing, harness_setup, harness_teardown),

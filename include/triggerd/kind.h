@@ -67,6 +67,8 @@ struct td_outcome {
 				    the due time); with seq it dedupes */
 	uint64_t seq;            /* repeat: 1, 2, ... */
 	struct td_notify *notify; /* NULL, or told the record's result */
+	unsigned dedup_ttl_s;    /* repeat: keep the occurrence's dedup key
+				    this long (0: --dedup-ttl) */
 };
 
 /* Told what became of a firing in Redis: result 1 posted, 0 not (fired,
