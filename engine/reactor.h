@@ -22,6 +22,7 @@ struct td_op {
 struct td_reactor {
 	struct io_uring ring;
 	unsigned queued; /* SQEs prepared but not yet submitted */
+	bool deferred;   /* IORING_SETUP_DEFER_TASKRUN in effect */
 };
 
 /** Set up a ring with @entries SQEs. Returns 0 or -errno. */
