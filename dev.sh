@@ -7,6 +7,7 @@
 #
 # Also: ./dev.sh test --sanitize (ASan + UBSan build), ./dev.sh fuzz [SECONDS],
 # ./dev.sh bench [ARGS...] (timers), ./dev.sh bench-http [ARGS...] (http polls
+# against nginx-light), ./dev.sh bench-webhook [ARGS...] (webhook receiver
 # against nginx-light), ./dev.sh build.
 set -eu
 
@@ -112,6 +113,11 @@ bench-http)
 	deps nginx-light
 	build build
 	exec ./build/bench/bench_http "$@"
+	;;
+bench-webhook)
+	deps nginx-light
+	build build
+	exec ./build/bench/bench_webhook "$@"
 	;;
 *)
 	sed -n '2,12p' "$0"
