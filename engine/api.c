@@ -329,6 +329,12 @@ static void hget_cb(redisAsyncContext *ac, void *reply, void *priv)
 				return;
 			rc = -ENOMEM;
 		}
+		if (rc == -ENOENT) {
+			td_hx_error(p->x, 404, "not_found", "id: no such trigger (it completed meanwhile)",
+				    NULL);
+			free(p);
+			return;
+		}
 		char msg[TD_ERR_MAX + 64];
 		snprintf(msg, sizeof(msg), "the stored spec cannot be read: %s",
 			 rc == TD_EINVAL_SPEC ? err : td_strerror(rc));

@@ -310,6 +310,10 @@ int td_engine_run(struct td_engine *e)
 void td_engine_finish(struct td_engine *e)
 {
 	struct td_shard *s = &e->shard;
+	/* No new requests from here: answers still due close their
+	 * connections instead of starting pipelined requests. */
+	td_hooks_stop(s->hooks);
+	td_api_stop(s->api);
 	/* Stopping the writer runs every pending reply callback with NULL,
 	 * which puts batches on the retry list; finish frees them. */
 	td_redis_close(&s->reader);

@@ -61,6 +61,7 @@ struct hconn {
 	bool lingering;
 	bool starved;
 	uint64_t started_tick;           /* first byte of this request */
+	uint64_t body_tick;              /* its headers complete; 0: not yet */
 	struct td_hx hx;
 };
 
@@ -135,7 +136,11 @@ static void timer_update(struct hconn *c)
 	} else if (c->busy || c->closing) {
 		td_wheel_cancel(c->srv->wheel, &c->timer);
 	} else if (td_hparse_headers_done(&c->hp)) {
-		timer_set(c, k->body_timeout_ms);
+		/* Absolute, like the header deadline: trickling bytes does not
+		 * buy time. */
+		if (!c->body_tick)
+			c->body_tick = td_mono_ms();
+		td_wheel_add(c->srv->wheel, &c->timer, c->body_tick + k->body_timeout_ms);
 	} else if (td_hparse_started(&c->hp)) {
 		uint64_t due = c->started_tick + k->header_timeout_ms;
 		td_wheel_cancel(c->srv->wheel, &c->timer);
@@ -198,7 +203,7 @@ static void conn_free(struct hconn *c)
 static void conn_maybe_free(struct hconn *c)
 {
 	if (c->closing && !c->recv_armed && !c->send_armed && !c->busy && !c->starved &&
-	    !(c->close_after && out_pending(c)))
+	    !c->in_handler && !(c->close_after && out_pending(c)))
 		conn_free(c);
 }
 
@@ -306,6 +311,7 @@ static void answered(struct hconn *c, int status)
 {
 	count(c->srv, status);
 	c->busy = false;
+	c->body_tick = 0;
 	c->hx.priv = NULL;
 	td_hparse_next(&c->hp);
 	if (c->closing) { /* the client went away meanwhile */
@@ -394,6 +400,8 @@ void td_hx_error(struct td_hx *x, int status, const char *code, const char *mess
 static void recv_arm(struct hconn *c)
 {
 	struct td_httpd *s = c->srv;
+	if (c->starved)
+		return; /* starved_cb arms it */
 	struct io_uring_sqe *sqe = td_reactor_sqe(s->reactor, &c->recv_op);
 	io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -428,6 +436,8 @@ static size_t conn_feed(struct hconn *c, const char *data, size_t len)
 			c->in_handler = true;
 			s->handler(&c->hx, s->arg);
 			c->in_handler = false;
+			if (c->closing)
+				return off; /* the caller closes it */
 			if (!c->busy && out_pending(c) >= OUT_HIGH)
 				return off; /* let the client read first */
 			break;
@@ -464,6 +474,11 @@ static void conn_process(struct hconn *c)
 	    !c->recv_armed && out_pending(c) < OUT_HIGH)
 		recv_arm(c);
 out:
+	if (c->closing && !c->close_after && !c->lingering) {
+		if (!c->busy)
+			conn_close(c);
+		return;
+	}
 	conn_flush(c);
 	if (!c->send_armed && c->close_after)
 		conn_linger(c);
@@ -474,6 +489,8 @@ out:
 static void starve(struct hconn *c)
 {
 	struct td_httpd *s = c->srv;
+	if (c->starved)
+		return; /* on the list already: one entry per connection */
 	c->starved = true;
 	c->starved_next = s->starved;
 	s->starved = c;
@@ -502,6 +519,8 @@ static void recv_cb(struct td_op *op, int res, uint32_t flags)
 	struct hconn *c = td_container_of(op, struct hconn, recv_op);
 	struct td_httpd *s = c->srv;
 	c->recv_armed = false;
+	if (res <= 0 && (flags & IORING_CQE_F_BUFFER))
+		buf_return(s, flags >> IORING_CQE_BUFFER_SHIFT); /* never lose one */
 	if (res == -ENOBUFS && !c->closing && !c->close_after) {
 		starve(c); /* every buffer is in use: retry in a moment */
 		return;

@@ -326,7 +326,10 @@ void td_redis_reset(struct td_redis *r, const char *why)
 
 void td_redis_flush(struct td_redis *r)
 {
-	if (r->up && r->ac && r->io && r->io->want_wr)
+	/* Not from inside a reply callback: a write error there would make
+	 * hiredis 0.14 free the context under redisProcessCallbacks. The
+	 * loop flushes right after the callbacks anyway. */
+	if (r->up && r->ac && r->io && r->io->want_wr && !r->io->in_cb)
 		redisAsyncHandleWrite(r->ac);
 }
 

@@ -667,7 +667,10 @@ static void live_finish(struct live *l)
 		live_free(l);
 		return;
 	}
-	if (l->key_len && (l->posted || l->retained)) {
+	/* Only a delivery that fired something is marked: one that was only
+	 * retained was checked against no signature yet, and marking it
+	 * would let anyone who guesses an id suppress the real delivery. */
+	if (l->key_len && l->posted) {
 		char ttl[24];
 		snprintf(ttl, sizeof(ttl), "%u", s->eng->cfg.dedup_ttl_s);
 		const char *argv[] = {"SET", l->key, "1", "EX", ttl, "NX"};
@@ -746,10 +749,14 @@ static void live_go(struct live *l)
 			ws[n++] = w;
 	}
 	l->matched = n;
+	if (e && e->replay_queued)
+		replay_path(h, e); /* older retained deliveries go first */
 	if (keep) {
 		struct td_hook_path *re = e ? e : path_make(h, l->v.path, l->v.path_len);
 		uint64_t seq = re ? retain(h, re, &l->v, keep) : 0;
 		l->retained = seq != 0;
+		if (re && !seq)
+			path_maybe_free(h, re); /* not kept: do not leave it empty */
 		/* Those waiting now have had their chance at it. */
 		for (struct td_hook_waiter *w = re ? re->waiters : NULL; w && seq; w = w->next)
 			w->seen = seq;
@@ -887,8 +894,9 @@ static void on_request(struct td_hx *x, void *arg)
 		live_go(l);
 		return;
 	}
-	int kl = snprintf(l->key, sizeof(l->key), "%sdelivery:%.*s", s->eng->cfg.prefix,
-			  (int)v->did_len, v->did);
+	/* Scoped by path: an id seen on one path says nothing of another. */
+	int kl = snprintf(l->key, sizeof(l->key), "%sdelivery:%.*s:%.*s", s->eng->cfg.prefix,
+			  (int)v->path_len, v->path, (int)v->did_len, v->did);
 	l->key_len = (size_t)kl;
 	const char *argv[] = {"EXISTS", l->key};
 	size_t argvlen[] = {6, l->key_len};

@@ -217,6 +217,46 @@ static void repeat_fires_every_delivery(void **state)
 	assert_int_equal(redis_int(h, "HEXISTS td:triggers rep"), 1);
 }
 
+/* Bad webhook specs: a rejected event naming the field, nothing else. */
+static void bad_specs_rejected(void **state)
+{
+	struct harness *h = *state;
+	int port = start(h, NULL);
+	assert_true(port > 0);
+	static const struct {
+		const char *json, *error;
+	} cases[] = {
+		{"{\"id\":\"b1\",\"kind\":\"webhook\",\"args\":{}}", "args.path: required"},
+		{"{\"id\":\"b2\",\"kind\":\"webhook\",\"args\":{\"path\":\"/x\"}}", "args.path: expected"},
+		{"{\"id\":\"b3\",\"kind\":\"webhook\",\"args\":{\"path\":\"a/../b\"}}", "args.path: expected"},
+		{"{\"id\":\"b4\",\"kind\":\"webhook\",\"args\":{\"path\":\"a\",\"path\":\"b\"}}", "args.path: given twice"},
+		/* 2 x 16 header names: each list within the limit, together not */
+		{"{\"id\":\"b5\",\"kind\":\"webhook\",\"args\":{\"path\":\"a\","
+		 "\"headers\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\"],"
+		 "\"headers\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\"]}}",
+		 "args.headers: given twice"},
+		{"{\"id\":\"b6\",\"kind\":\"webhook\",\"args\":{\"path\":\"a\",\"signature\":{\"scheme\":\"md5\",\"secret_conn\":\"hooksecret\"}}}",
+		 "args.signature.scheme"},
+		{"{\"id\":\"b7\",\"kind\":\"webhook\",\"args\":{\"path\":\"a\",\"signature\":{\"scheme\":\"github\",\"secret_conn\":\"nope\"}}}",
+		 "args.signature.secret_conn: no connection 'nope'"},
+		{"{\"id\":\"b8\",\"kind\":\"webhook\",\"args\":{\"path\":\"a\",\"filter\":{\"pointer\":\"x\",\"equals\":1}}}",
+		 "args.filter.pointer"},
+		{"{\"id\":\"b9\",\"kind\":\"webhook\",\"args\":{\"path\":\"a\",\"headers\":[\"bad header\"]}}",
+		 "args.headers[0]"},
+	};
+	size_t n = sizeof(cases) / sizeof(cases[0]);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(submit_json(h, cases[i].json), 0);
+	static struct event ev[16];
+	assert_int_equal(wait_events(h, ev, (int)n, 5000), (int)n);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(ev[i].status, "rejected");
+		if (!strstr(ev[i].error, cases[i].error))
+			fail_msg("case %zu: error '%s', want '%s'", i, ev[i].error, cases[i].error);
+	}
+	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
+}
+
 /* ---- signatures -------------------------------------------------------- */
 
 static void github_signatures(void **state)
@@ -321,8 +361,8 @@ static void replay_deduplicated_across_restart(void **state)
 	struct event ev[4];
 	assert_int_equal(wait_events(h, ev, 3, 5000), 3);
 	assert_int_equal(read_events(h, ev + 3, 1, 300), 0);
-	assert_int_equal(redis_int(h, "EXISTS td:delivery:0b989ba4-1"), 1);
-	assert_true(redis_int(h, "TTL td:delivery:0b989ba4-1") > 3600);
+	assert_int_equal(redis_int(h, "EXISTS td:delivery:p:0b989ba4-1"), 1);
+	assert_true(redis_int(h, "TTL td:delivery:p:0b989ba4-1") > 3600);
 }
 
 /* ---- routing, limits ------------------------------------------------------ */
@@ -636,6 +676,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(fires_once_with_payload, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(text_body_and_filter, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(repeat_fires_every_delivery, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(bad_specs_rejected, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(github_signatures, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(stripe_and_standard_signatures, harness_setup, harness_teardown),
 		cmocka_unit_test_setup_teardown(replay_deduplicated_across_restart, harness_setup, harness_teardown),

@@ -185,6 +185,14 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 	for (uint32_t i = 0; i < args->via.map.size && !rc; i++) {
 		const msgpack_object *k = &args->via.map.ptr[i].key;
 		const msgpack_object *v = &args->via.map.ptr[i].val;
+		for (uint32_t j = 0; j < i && !rc; j++)
+			if (msgpack_object_equal(*k, args->via.map.ptr[j].key))
+				rc = bad(err, errlen, "args.%.*s: given twice",
+					 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
+					       k->via.str.size : 0),
+					 k->type == MSGPACK_OBJECT_STR ? k->via.str.ptr : "");
+		if (rc)
+			break;
 		if (td_mp_str_is(k, "path")) {
 			if (v->type != MSGPACK_OBJECT_STR || !path_ok(v->via.str.ptr, v->via.str.size))
 				rc = bad(err, errlen, "args.path: expected 1..%d bytes of [A-Za-z0-9._~:@!$&'()*+,;=/-] after /hooks/, no leading or double '/', no '..'",
