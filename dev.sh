@@ -14,7 +14,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PKGS="meson ninja-build pkg-config gcc liburing-dev libhiredis-dev libmsgpack-dev \
-libcmocka-dev libcurl4-openssl-dev libpcre2-dev libssl-dev libhttp-parser-dev redis-server"
+libcmocka-dev libcurl4-openssl-dev libpcre2-dev libssl-dev libhttp-parser-dev librdkafka-dev redis-server"
 # The codec's locale test needs a locale whose decimal point is a comma.
 TEST_PKGS="locales openssl"
 FUZZ_PKGS="clang libclang-rt-14-dev"

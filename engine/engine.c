@@ -203,6 +203,9 @@ static int shard_init(struct td_engine *e, struct td_shard *s, unsigned index)
 		return rc;
 	if ((rc = td_hooks_new(s, &s->hooks)))
 		return rc;
+	if ((rc = td_rwatch_new(s, &s->rwatch)) || (rc = td_kwatch_new(s, &s->kwatch)) ||
+	    (rc = td_fswatch_new(s, &s->fswatch)))
+		return rc;
 	s->rng = (uint64_t)td_mono_ns() * 0x9e3779b97f4a7c15ULL | 1;
 	td_timer_init(&s->stats_timer, stats_cb);
 	td_wheel_add(&s->wheel, &s->stats_timer, td_mono_ms() + STATS_INTERVAL_MS);
@@ -334,6 +337,9 @@ void td_engine_finish(struct td_engine *e)
 	td_table_finish(&s->table);
 	td_http_free(s->http);
 	s->http = NULL;
+	td_rwatch_stop(s->rwatch);
+	td_kwatch_stop(s->kwatch);
+	td_fswatch_stop(s->fswatch);
 	/* Let cancelled polls complete so adapter state is freed. */
 	for (int i = 0; i < 8; i++)
 		if (td_reactor_run_once(&s->reactor, 1000000) <= 0)
@@ -344,6 +350,12 @@ void td_engine_finish(struct td_engine *e)
 	/* After the ring: their buffers were registered with it. */
 	td_hooks_free(s->hooks);
 	td_api_free(s->api);
+	td_rwatch_free(s->rwatch);
+	td_kwatch_free(s->kwatch);
+	td_fswatch_free(s->fswatch);
+	s->rwatch = NULL;
+	s->kwatch = NULL;
+	s->fswatch = NULL;
 	s->hooks = NULL;
 	s->api = NULL;
 	msgpack_sbuffer_destroy(&s->scratch);

@@ -391,6 +391,9 @@ struct td_shard {
 	struct td_http *http;         /* curl multi on the reactor */
 	struct td_hooks *hooks;       /* webhook waiters and listener */
 	struct td_api *api;           /* control API listener */
+	struct td_rwatch *rwatch;     /* watched Redis servers (rwatch.c) */
+	struct td_kwatch *kwatch;     /* Kafka consumers (kwatch.c) */
+	struct td_fswatch *fswatch;   /* inotify and polling (fswatch.c) */
 	uint64_t rng;                 /* xorshift state for jitter */
 	struct td_trigger *held_head, *held_tail;
 	struct td_op sig_op;
@@ -437,6 +440,28 @@ struct td_hooks_stats {
 	size_t waiters, retained_now, retained_bytes;
 };
 void td_hooks_get_stats(const struct td_hooks *h, struct td_hooks_stats *out);
+
+/*
+ * Shared watchers of the wait kinds: one connection, consumer or inotify
+ * instance per target, shared by all the triggers waiting on it. Each has
+ *   new   at shard init (after the reactor and wheel exist);
+ *   stop  at shutdown, after every trigger was stopped and freed: close
+ *         connections, cancel ring ops (their completions may still be
+ *         dispatched while the engine drains the ring);
+ *   free  after the ring is torn down: free the memory. Accepts NULL.
+ */
+struct td_rwatch;
+int td_rwatch_new(struct td_shard *s, struct td_rwatch **out);
+void td_rwatch_stop(struct td_rwatch *w);
+void td_rwatch_free(struct td_rwatch *w);
+struct td_kwatch;
+int td_kwatch_new(struct td_shard *s, struct td_kwatch **out);
+void td_kwatch_stop(struct td_kwatch *w);
+void td_kwatch_free(struct td_kwatch *w);
+struct td_fswatch;
+int td_fswatch_new(struct td_shard *s, struct td_fswatch **out);
+void td_fswatch_stop(struct td_fswatch *w);
+void td_fswatch_free(struct td_fswatch *w);
 
 /* control API (api.c) */
 struct td_api;
