@@ -248,14 +248,16 @@ int td_trigger_fire(struct td_trigger *t, const struct td_outcome *o)
 	struct td_rec *rec;
 	if (occurrence) {
 		char dkey[sizeof(e->cfg.prefix) + TD_ID_MAX + 72];
-		int dl = o->dedup_ttl_s ?
-			snprintf(dkey, sizeof(dkey), "%u:%sseen:%.*s:%llu", o->dedup_ttl_s,
+		/* A kind's shorter key lifetime, capped by --dedup-ttl. */
+		unsigned ttl = o->dedup_ttl_s < e->cfg.dedup_ttl_s ? o->dedup_ttl_s : 0;
+		int dl = ttl ?
+			snprintf(dkey, sizeof(dkey), "%u:%sseen:%.*s:%llu", ttl,
 				 e->cfg.prefix, (int)t->id_len, td_trigger_idp(t),
 				 (unsigned long long)o->occurrence) :
 			snprintf(dkey, sizeof(dkey), "%sseen:%.*s:%llu", e->cfg.prefix,
 				 (int)t->id_len, td_trigger_idp(t),
 				 (unsigned long long)o->occurrence);
-		rec = td_rec_new(o->dedup_ttl_s ? 'T' : 'R', td_trigger_idp(t), t->id_len,
+		rec = td_rec_new(ttl ? 'T' : 'R', td_trigger_idp(t), t->id_len,
 				 stream, slen, s->scratch.data, s->scratch.size, dkey, (size_t)dl);
 	} else {
 		rec = td_rec_new('F', td_trigger_idp(t), t->id_len, stream, slen,

@@ -274,6 +274,11 @@ static void repeat_and_idempotent_add(void **state)
 	}
 	/* Still stored while repeating; restart keeps the schedule. */
 	assert_int_equal(redis_int(h, "HEXISTS td:triggers rep"), 1);
+	/* Occurrence dedup keys live minutes, not the 24 h --dedup-ttl. */
+	char key[80];
+	snprintf(key, sizeof(key), "TTL td:seen:rep:%lld", (long long)ev[0].due_at_ms);
+	long long ttl = redis_int(h, key);
+	assert_true(ttl > 200 && ttl <= 300);
 	assert_int_equal(harness_td_stop(h, SIGTERM), 0);
 	assert_int_equal(harness_td_start(h, NULL), 0);
 	struct event more[4];

@@ -189,6 +189,23 @@ static void arm(struct td_trigger *t, struct timer_state *st)
 		     td_wall_to_tick(st->due_ms));
 }
 
+/*
+ * How long an occurrence's dedup key must live. An occurrence can be posted
+ * again only while it is the latest one due (a restart re-fires the latest
+ * missed occurrence, see the top of the file) or while its record waits to
+ * be re-sent after a lost reply. So two intervals, but at least 5 minutes
+ * to outlast a Redis outage; --dedup-ttl caps it (the sink's default when
+ * larger). Keys per repeat timer stay bounded: a 1 s timer keeps about 300,
+ * not 86,400 a day.
+ */
+static unsigned dedup_ttl_s(int64_t interval_ms)
+{
+	int64_t s = interval_ms / 1000 * 2 + 1;
+	if (s < 300)
+		s = 300;
+	return s > 86400 * 365 ? 0 : (unsigned)s;
+}
+
 /* The latest occurrence at or before @now, or the first one. */
 static int64_t latest_due(const struct timer_state *st, int64_t now)
 {
@@ -231,6 +248,7 @@ static void fire_cb(struct td_timer *node, uint64_t now)
 	if (repeat) {
 		o.occurrence = (uint64_t)st->due_ms;
 		o.seq = (uint64_t)((st->due_ms - st->at_ms) / st->interval_ms) + 1;
+		o.dedup_ttl_s = dedup_ttl_s(st->interval_ms);
 	}
 	int rc = td_trigger_fire(t, &o);
 	if (rc != 0 || !repeat)
