@@ -10,6 +10,9 @@ static const struct td_kind *const kinds[] = {
 	&td_kind_timer,
 	&td_kind_http,
 	&td_kind_webhook,
+	&td_kind_kafka,
+	&td_kind_file,
+	&td_kind_redis,
 };
 
 const struct td_kind *td_kind_find(const char *name, size_t len)

@@ -177,6 +177,15 @@ static void schedule_reconnect(struct td_redis *r)
 	schedule(r, ms);
 }
 
+/* The first failed attempt of an outage is a warning; the retries that
+ * follow it every few seconds while the server stays away are debug lines
+ * (backoff_ms is 0 before the first attempt at start and 2 * BACKOFF_MIN_MS
+ * before the first one after a drop). */
+static enum td_log_level retry_level(const struct td_redis *r)
+{
+	return r->backoff_ms <= 2 * BACKOFF_MIN_MS ? TD_LOG_WARN : TD_LOG_DEBUG;
+}
+
 static void went_down(struct td_redis *r, const char *why)
 {
 	char addr[300], esc[600];
@@ -201,7 +210,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 	if (status != REDIS_OK) {
 		char esc[256];
 		/* hiredis frees the context after this returns. */
-		td_log(TD_LOG_WARN, "redis connect failed",
+		td_log(retry_level(r), "redis connect failed",
 		       "\"conn\":\"%s\",\"error\":\"%s\"", r->name,
 		       td_log_esc(esc, sizeof(esc), ac->errstr, strlen(ac->errstr)));
 		r->ac = NULL;
@@ -238,7 +247,7 @@ static void connect_now(struct td_redis *r)
 	if (!ac || ac->err) {
 		char esc[256];
 		const char *e = ac ? ac->errstr : "out of memory";
-		td_log(TD_LOG_WARN, "redis connect failed", "\"conn\":\"%s\",\"error\":\"%s\"",
+		td_log(retry_level(r), "redis connect failed", "\"conn\":\"%s\",\"error\":\"%s\"",
 		       r->name, td_log_esc(esc, sizeof(esc), e, strlen(e)));
 		if (ac)
 			redisAsyncFree(ac);

@@ -136,5 +136,8 @@ const struct td_kind *td_kind_find(const char *name, size_t len);
 extern const struct td_kind td_kind_timer;
 extern const struct td_kind td_kind_http;
 extern const struct td_kind td_kind_webhook;
+extern const struct td_kind td_kind_kafka;
+extern const struct td_kind td_kind_file;
+extern const struct td_kind td_kind_redis;
 
 #endif
