@@ -8,6 +8,7 @@
 
 #include "engine_i.h"
 #include "httpd.h"
+#include "triggerd/fswatch.h"
 
 const unsigned td_late_bounds_ms[TD_LATE_BUCKETS] = {
 	1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000,
@@ -124,6 +125,16 @@ int td_metrics_render(struct td_shard *s, struct td_buf *b)
 	td_buf_printf(b, "triggerd_webhook_fired_total{from=\"retained\"} %llu\n", hs.replayed);
 	head(b, "triggerd_webhook_retained", "gauge", "Deliveries retained for late waiters.");
 	td_buf_printf(b, "triggerd_webhook_retained %zu\n", hs.retained_now);
+
+	struct td_fswatch_stats fs;
+	td_fswatch_stats(s, &fs);
+	head(b, "triggerd_file_dirs", "gauge", "Directories file triggers wait in, by how.");
+	td_buf_printf(b, "triggerd_file_dirs{mode=\"inotify\"} %zu\n", fs.watches);
+	td_buf_printf(b, "triggerd_file_dirs{mode=\"polled\"} %zu\n", fs.polled);
+	head(b, "triggerd_file_events_total", "counter", "inotify events read.");
+	td_buf_printf(b, "triggerd_file_events_total %llu\n", fs.events);
+	head(b, "triggerd_file_overflows_total", "counter", "inotify queue overflows (each a rescan).");
+	td_buf_printf(b, "triggerd_file_overflows_total %llu\n", fs.overflows);
 
 	const struct td_httpd *srvs[] = {td_hooks_server(s->hooks), td_api_server(s->api)};
 	head(b, "triggerd_http_requests_total", "counter", "HTTP requests answered, by status.");
