@@ -68,6 +68,8 @@
 #define XREAD_BLOCK_MS 5000
 #define XREAD_COUNT 256
 #define XREAD_RETRY_MS 1000
+#define RETRY_MIN_MS 100         /* a failed recovery, reclaim or "$": backoff */
+#define RETRY_MAX_MS 5000
 #define CHECK_BATCH 2048
 #define POP_MAX_REPEAT 64        /* elements per pop for a repeat trigger */
 #define POP_SLOTS_MAX 256        /* waiters served per pop script */
@@ -174,6 +176,9 @@ enum {
 };
 /* List waiter states (td_rwait.st). */
 enum { ST_IDLE, ST_POPPING, ST_RECOVERING, ST_NEEDREC };
+/* Stream waiters' td_rwait.st: the "$"-resolved spec is still to store
+ * (the writer was down, or the reply to the rewrite was lost). */
+#define ST_RESTORE ST_NEEDREC
 
 struct td_rw_target {
 	struct td_rw_target *hnext;
@@ -193,8 +198,10 @@ struct td_rw_target {
 };
 
 /* A command to (re)send on cmd until it is answered: an ack (LREM) that
- * waits for its record's result first, or a return of envelopes. */
-enum { OP_NOTE, OP_LREM, OP_RET };
+ * waits for its record's result first, a return of envelopes, or a
+ * reclaim (read a stopped trigger's processing list, then return what is
+ * on it and not being acked). Kept in FIFO order and resent oldest first. */
+enum { OP_NOTE, OP_LREM, OP_RET, OP_RECLAIM };
 struct rw_op {
 	struct td_notify note;
 	struct rw_op *next, *prev;
@@ -202,7 +209,7 @@ struct rw_op {
 	uint8_t kind;
 	uint8_t inflight;
 	uint32_t plen;        /* processing list name, at data */
-	uint32_t nenv;        /* RET: envelopes after it ([u32 len][bytes]); 0: all */
+	uint32_t nenv;        /* RET: envelopes after it ([u32 len][bytes]) */
 	size_t dlen;
 	char data[];
 };
@@ -225,8 +232,13 @@ struct td_rw_server {
 	size_t nbuckets, count;
 	struct td_rw_target *polled, *streams;
 	struct td_rw_target *q_head, *q_tail;
-	struct rw_op *ops;
+	struct rw_op *ops, *ops_tail; /* oldest first */
 	struct td_timer now_timer, poll_timer, cfg_timer, xr_timer;
+	/* Retries of what failed with an error reply (the server loading,
+	 * busy...): list recoveries, reclaims, "$" resolutions. */
+	struct td_timer retry_timer;
+	uint32_t retry_ms;
+	bool rec_logged, recl_logged, res_logged;
 	char ks_prefix[40];
 	size_t ks_prefix_len;
 	char xr_err[128];
@@ -278,6 +290,9 @@ static void arm_now(struct td_rw_server *srv);
 static void poll_resched(struct td_rw_target *tg);
 static void xr_issue(struct td_rw_server *srv);
 static void recover_start(struct td_rwait *w);
+static void reclaim(struct td_rw_server *srv, const char *p, size_t plen);
+static void reclaim_done(struct rw_op *op, redisReply *r);
+static void retry_arm(struct td_rw_server *srv);
 static void tg_maybe_free(struct td_rw_target *tg);
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -756,24 +771,73 @@ static uint64_t next_occ(struct td_rwatch *rw)
 	return rw->last_occ;
 }
 
-/* Re-store @w's spec (its stream position changed) while it is stored. */
+struct rw_restore {
+	struct td_rw_server *srv;
+	size_t idl;
+	char id[];
+};
+
+/* A stream waiter of @srv whose trigger id is @id, if any. */
+static struct td_rwait *stream_waiter(struct td_rw_server *srv, const char *id, size_t idl)
+{
+	for (struct td_rw_target *tg = srv->streams; tg; tg = tg->anext)
+		for (struct td_rw_link *l = tg->head; l; l = l->next) {
+			size_t n;
+			const char *p = td_trigger_id(td_trigger_from_state(l->w), &n);
+			if (n == idl && memcmp(p, id, n) == 0)
+				return l->w;
+		}
+	return NULL;
+}
+
+static void restore_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rw_restore *rr = priv;
+	struct td_rw_server *srv = rr->srv;
+	redisReply *r = reply;
+	if ((!r || r->type == REDIS_REPLY_ERROR) && !srv->rw->stopped &&
+	    !srv->rw->shard->stopping) {
+		/* Maybe not stored: again when the writer is back. */
+		struct td_rwait *w = stream_waiter(srv, rr->id, rr->idl);
+		if (w && !w->sp->dollar) {
+			w->st = ST_RESTORE;
+			retry_arm(srv);
+		}
+	}
+	free(rr);
+}
+
+/* Re-store @w's spec (its stream position changed) while it is stored;
+ * while the writer is down, retried from the retry timer. */
 static void restore_spec(struct td_rwait *w)
 {
 	struct td_rwatch *rw = w->srv->rw;
 	struct td_trigger *t = td_trigger_from_state(w);
 	struct td_shard *s = rw->shard;
-	if (!s->writer.up)
+	size_t idl;
+	const char *id = td_trigger_id(t, &idl);
+	struct rw_restore *rr = s->writer.up ? malloc(sizeof(*rr) + idl) : NULL;
+	w->st = ST_RESTORE;
+	if (!rr) {
+		retry_arm(w->srv);
 		return;
+	}
+	rr->srv = w->srv;
+	rr->idl = idl;
+	memcpy(rr->id, id, idl);
 	msgpack_packer pk;
 	rw->spec.size = 0;
 	msgpack_packer_init(&pk, &rw->spec, msgpack_sbuffer_write);
 	td_trigger_pack_stored(t, &pk);
-	size_t idl;
-	const char *id = td_trigger_id(t, &idl);
 	const char *argv[] = {"EVAL", restore_lua, "1", s->eng->key_triggers, id, rw->spec.data};
 	size_t lens[] = {4, sizeof(restore_lua) - 1, 1, strlen(s->eng->key_triggers), idl,
 			 rw->spec.size};
-	td_redis_cmd(&s->writer, ignore_cb, NULL, 6, argv, lens);
+	if (td_redis_cmd(&s->writer, restore_cb, rr, 6, argv, lens) != 0) {
+		free(rr);
+		retry_arm(w->srv);
+		return;
+	}
+	w->st = ST_IDLE;
 }
 
 /* ---- pub/sub ------------------------------------------------------------------- */
@@ -1010,11 +1074,14 @@ static struct rw_op *op_new(struct td_rw_server *srv, int kind, const char *p, s
 	op->plen = (uint32_t)plen;
 	memcpy(op->data, p, plen);
 	op->dlen = plen;
-	/* Every op is on the server's list until answered or dropped. */
-	op->next = srv->ops;
-	if (srv->ops)
-		srv->ops->prev = op;
-	srv->ops = op;
+	/* Every op is on the server's list until answered or dropped, in
+	 * the order made: a reconnect resends them oldest first. */
+	op->prev = srv->ops_tail;
+	if (srv->ops_tail)
+		srv->ops_tail->next = op;
+	else
+		srv->ops = op;
+	srv->ops_tail = op;
 	return op;
 }
 
@@ -1027,6 +1094,8 @@ static void op_free(struct rw_op *op)
 		srv->ops = op->next;
 	if (op->next)
 		op->next->prev = op->prev;
+	else
+		srv->ops_tail = op->prev;
 	free(op);
 }
 
@@ -1044,6 +1113,10 @@ static void op_cb(redisAsyncContext *ac, void *reply, void *priv)
 	struct rw_op *op = priv;
 	redisReply *r = reply;
 	op->inflight = 0;
+	if (op->kind == OP_RECLAIM) {
+		reclaim_done(op, r);
+		return;
+	}
 	if (!r) {
 		/* Lost: sent again when cmd is back (dropped at shutdown). */
 		if (op->srv->rw->stopped)
@@ -1070,6 +1143,9 @@ static void op_send(struct rw_op *op)
 		ok = argv_put(&a, "LREM", 4) && argv_put(&a, op->data, op->plen) &&
 		     argv_put(&a, "1", 1) &&
 		     argv_put(&a, op->data + op->plen + 4, op->dlen - op->plen - 4);
+	} else if (op->kind == OP_RECLAIM) {
+		ok = argv_put(&a, "LRANGE", 6) && argv_put(&a, op->data, op->plen) &&
+		     argv_put(&a, "0", 1) && argv_put(&a, "-1", 2);
 	} else {
 		ok = argv_put(&a, "EVAL", 4) && argv_put(&a, ret_lua, sizeof(ret_lua) - 1) &&
 		     argv_put(&a, "1", 1) && argv_put(&a, op->data, op->plen);
@@ -1100,14 +1176,14 @@ static void ack_note(struct td_notify *n, long long result)
 	op_send(op);
 }
 
-/* Return envelopes @envs[from..n) of processing list @p (all when n == 0). */
+/* Return envelopes @envs[from..n) of processing list @p. */
 static void ret_envs(struct td_rw_server *srv, const char *p, size_t plen,
 		     redisReply **envs, size_t from, size_t n)
 {
 	size_t bytes = 0;
 	for (size_t i = from; i < n; i++)
 		bytes += 4 + envs[i]->len;
-	if (n && from >= n)
+	if (from >= n)
 		return;
 	struct rw_op *op = op_new(srv, OP_RET, p, plen, bytes);
 	if (!op) {
@@ -1220,9 +1296,11 @@ static void pop_cb(redisAsyncContext *ac, void *reply, void *priv)
 			w->st = e ? ST_IDLE : ST_NEEDREC;
 		}
 		if (!e || e->type != REDIS_REPLY_ARRAY) {
-			/* The pop may or may not have happened. */
+			/* The pop may or may not have happened: read the list
+			 * and give back what is on it and not being acked (an
+			 * element posted earlier may still wait for its LREM). */
 			if (!w && sl->orphan_p && !stopped)
-				ret_envs(srv, sl->orphan_p, sl->plen, NULL, 0, 0);
+				reclaim(srv, sl->orphan_p, sl->plen);
 			else if (w && r)
 				recover_start(w);
 		} else if (!w) {
@@ -1350,7 +1428,8 @@ static bool being_acked(struct td_rw_server *srv, const char *p, size_t plen,
 			const redisReply *e)
 {
 	for (struct rw_op *op = srv->ops; op; op = op->next)
-		if (op->kind != OP_RET && op->plen == plen && memcmp(op->data, p, plen) == 0 &&
+		if ((op->kind == OP_NOTE || op->kind == OP_LREM) && op->plen == plen &&
+		    memcmp(op->data, p, plen) == 0 &&
 		    op->dlen - plen - 4 == e->len && memcmp(op->data + plen + 4, e->str, e->len) == 0)
 			return true;
 	return false;
@@ -1363,20 +1442,30 @@ static void rec_cb(redisAsyncContext *ac, void *reply, void *priv)
 	struct td_rwait *w = rec->w;
 	redisReply *r = reply;
 	bool stopped = srv->rw->stopped;
+	bool got = r && r->type == REDIS_REPLY_ARRAY;
 	if (w) {
 		w->req = NULL;
-		w->st = r ? ST_IDLE : ST_NEEDREC;
+		/* Not read (lost, or an error such as -LOADING or -BUSY): the
+		 * waiter pops nothing new until its processing list is read,
+		 * retried on reconnect or from the retry timer. */
+		w->st = got ? ST_IDLE : ST_NEEDREC;
 	}
-	if (!r) {
-		/* A one-shot trigger posted nothing from its list (it is still
-		 * stored): give it all back. A repeat one may have: leave it. */
-		if (!w && rec->orphan_p && !stopped && rec->one_shot)
-			ret_envs(srv, rec->orphan_p, rec->plen, NULL, 0, 0);
-	} else if (r->type != REDIS_REPLY_ARRAY) {
-		char e1[300];
-		if (r->type == REDIS_REPLY_ERROR)
-			td_warn("watched redis: reading a processing list failed",
-				"\"error\":\"%s\"", esc(e1, sizeof(e1), r->str, r->len));
+	if (!got) {
+		if (r && !stopped && !srv->rec_logged) {
+			char e1[300], e2[300];
+			srv->rec_logged = true;
+			td_warn("watched redis: reading a processing list failed; retrying",
+				"\"conn\":\"%s\",\"error\":\"%s\"",
+				esc(e1, sizeof(e1), srv->conn_id, strlen(srv->conn_id)),
+				r->type == REDIS_REPLY_ERROR ? esc(e2, sizeof(e2), r->str, r->len) :
+				"unexpected reply");
+		}
+		/* Stopped meanwhile: read it again later and give back what is
+		 * not being acked, as below. */
+		if (!w && rec->orphan_p && !stopped)
+			reclaim(srv, rec->orphan_p, rec->plen);
+		else if (w && !stopped)
+			retry_arm(srv);
 	} else if (!w) {
 		/* Stopped while reading: give back what is not being acked. */
 		redisReply **keep = rec->orphan_p && !stopped && r->elements ?
@@ -1392,6 +1481,8 @@ static void rec_cb(redisAsyncContext *ac, void *reply, void *priv)
 	} else {
 		bool waiting = true;
 		size_t n = rec->one_shot && r->elements > 1 ? 1 : r->elements;
+		srv->rec_logged = false;
+		srv->retry_ms = 0;
 		char p[PKEY_MAX];
 		size_t plen = proc_key(w, p, sizeof(p));
 		if (n)
@@ -1407,6 +1498,56 @@ static void rec_cb(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	free(rec->orphan_p);
 	free(rec);
+}
+
+/* Processing list @p of a trigger that stopped: read it (now, or when cmd
+ * is back), then return what it holds and is not being acked. */
+static void reclaim(struct td_rw_server *srv, const char *p, size_t plen)
+{
+	struct rw_op *op = op_new(srv, OP_RECLAIM, p, plen, 0);
+	if (!op) {
+		char e1[300];
+		td_error("out of memory returning list elements; they stay on the processing list",
+			 "\"list\":\"%s\"", esc(e1, sizeof(e1), p, plen));
+		return;
+	}
+	op_send(op);
+}
+
+static void reclaim_done(struct rw_op *op, redisReply *r)
+{
+	struct td_rw_server *srv = op->srv;
+	if (srv->rw->stopped) {
+		op_free(op);
+		return;
+	}
+	if (!r)
+		return; /* sent again when cmd is back */
+	if (r->type != REDIS_REPLY_ARRAY) {
+		if (!srv->recl_logged) {
+			char e1[300], e2[300];
+			srv->recl_logged = true;
+			td_warn("watched redis: reading a stopped trigger's processing list failed; "
+				"retrying", "\"list\":\"%s\",\"error\":\"%s\"",
+				esc(e1, sizeof(e1), op->data, op->plen),
+				r->type == REDIS_REPLY_ERROR ? esc(e2, sizeof(e2), r->str, r->len) :
+				"unexpected reply");
+		}
+		retry_arm(srv);
+		return;
+	}
+	srv->recl_logged = false;
+	srv->retry_ms = 0;
+	redisReply **keep = r->elements ? malloc(r->elements * sizeof(*keep)) : NULL;
+	size_t nk = 0;
+	for (size_t i = 0; keep && i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_STRING &&
+		    !being_acked(srv, op->data, op->plen, r->element[i]))
+			keep[nk++] = r->element[i];
+	if (nk)
+		ret_envs(srv, op->data, op->plen, keep, 0, nk);
+	free(keep);
+	op_free(op);
 }
 
 /* Post what @w's processing list holds before popping anything new. */
@@ -1490,6 +1631,24 @@ static void resolve_cb(redisAsyncContext *ac, void *reply, void *priv)
 		for (struct td_rw_link *l = tg->head; l; l = l->next)
 			if (l->w->sp->dollar == 1)
 				queue(tg, F_RESOLVE);
+	if (!stopped && ok) {
+		tg->srv->res_logged = false;
+		tg->srv->retry_ms = 0;
+	} else if (!stopped && !wrongtype) {
+		/* Lost (again when cmd is back), or an error such as -LOADING or
+		 * -BUSY: retried from the timer, with backoff. */
+		struct td_rw_server *srv = tg->srv;
+		if (r && !srv->res_logged) {
+			char e1[300], e2[300];
+			srv->res_logged = true;
+			td_warn("watched redis: resolving a stream's after_id $ failed; retrying",
+				"\"stream\":\"%s\",\"error\":\"%s\"",
+				esc(e1, sizeof(e1), tg->name, tg->len),
+				r->type == REDIS_REPLY_ERROR ? esc(e2, sizeof(e2), r->str, r->len) :
+				"unexpected reply");
+		}
+		retry_arm(srv);
+	}
 	tg->pins -= 2;
 	tg_maybe_free(tg);
 }
@@ -1845,6 +2004,43 @@ static void poll_join(struct td_rw_target *tg, uint32_t iv)
 	poll_resched(tg);
 }
 
+/* Something failed with an error reply: try again after a backoff (100 ms
+ * doubling to 5 s, back to 100 ms after a success). */
+static void retry_arm(struct td_rw_server *srv)
+{
+	if (srv->rw->stopped || td_timer_pending(&srv->retry_timer))
+		return;
+	uint32_t ms = srv->retry_ms ? srv->retry_ms : RETRY_MIN_MS;
+	td_wheel_add(wheel_of(srv), &srv->retry_timer, td_mono_ms() + ms);
+	srv->retry_ms = ms * 2 < RETRY_MAX_MS ? ms * 2 : RETRY_MAX_MS;
+}
+
+static void retry_cb(struct td_timer *t, uint64_t now)
+{
+	struct td_rw_server *srv = td_container_of(t, struct td_rw_server, retry_timer);
+	if (srv->rw->stopped)
+		return;
+	for (struct td_rw_target *tg = srv->streams; tg; tg = tg->anext)
+		for (struct td_rw_link *l = tg->head; l; l = l->next)
+			if (l->w->st == ST_RESTORE && !l->w->sp->dollar)
+				restore_spec(l->w); /* re-arms the timer if still down */
+	if (!srv->cmd.up)
+		return; /* cmd_up does the rest again */
+	for (struct rw_op *op = srv->ops; op; op = op->next)
+		if (op->kind == OP_RECLAIM)
+			op_send(op);
+	for (struct td_rw_target *tg = srv->polled; tg; tg = tg->anext)
+		if (tg->type == T_LIST)
+			for (struct td_rw_link *l = tg->head; l; l = l->next)
+				if (l->w->st == ST_NEEDREC)
+					recover_start(l->w);
+	for (struct td_rw_target *tg = srv->streams; tg; tg = tg->anext)
+		for (struct td_rw_link *l = tg->head; l; l = l->next)
+			if (l->w->sp->dollar == 1)
+				queue(tg, F_RESOLVE);
+	td_redis_flush(&srv->cmd);
+}
+
 static void cfg_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct td_rw_server *srv = priv;
@@ -2021,6 +2217,7 @@ static void server_free(struct td_rw_server *srv)
 	td_wheel_cancel(wh, &srv->poll_timer);
 	td_wheel_cancel(wh, &srv->cfg_timer);
 	td_wheel_cancel(wh, &srv->xr_timer);
+	td_wheel_cancel(wh, &srv->retry_timer);
 	if (srv->pass) {
 		explicit_bzero(srv->pass, strlen(srv->pass));
 		free(srv->pass);
@@ -2095,6 +2292,7 @@ static int server_get(struct td_rwatch *rw, const char *conn_id, struct td_rw_se
 	td_timer_init(&srv->poll_timer, poll_cb);
 	td_timer_init(&srv->cfg_timer, cfg_timer_cb);
 	td_timer_init(&srv->xr_timer, xr_timer_cb);
+	td_timer_init(&srv->retry_timer, retry_cb);
 	srv->next = rw->servers;
 	rw->servers = srv;
 	*out = srv;
@@ -2146,6 +2344,7 @@ int td_rwatch_wait(struct td_shard *s, struct td_rwait *w)
 		break;
 	case TD_RW_STREAM: {
 		struct td_rw_target *tg = sp->links[0].tg;
+		w->st = ST_IDLE;
 		ensure(srv, &srv->cmd, &srv->cmd_on);
 		ensure(srv, &srv->xrd, &srv->xrd_on);
 		if (sp->dollar) {
@@ -2234,6 +2433,7 @@ void td_rwatch_stop(struct td_rwatch *rw)
 		td_wheel_cancel(wh, &srv->poll_timer);
 		td_wheel_cancel(wh, &srv->cfg_timer);
 		td_wheel_cancel(wh, &srv->xr_timer);
+		td_wheel_cancel(wh, &srv->retry_timer);
 		td_redis_close(&srv->cmd);
 		td_redis_close(&srv->sub);
 		td_redis_close(&srv->xrd);

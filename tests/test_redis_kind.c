@@ -692,6 +692,79 @@ static void watched_server_restarts(void **state)
 	assert_true(log_contains(h, "watched redis is back"));
 }
 
+/* The watched server answers -BUSY (a long script runs) when a list trigger
+ * starts with an element left on its processing list by an earlier run,
+ * and when a stream trigger resolves "$": both are retried once it is
+ * free. The old element is delivered (exactly once) before anything newer,
+ * and the stream trigger joins the read. */
+static void watched_server_busy(void **state)
+{
+	struct fix *f = *state;
+	struct harness *h = &f->h;
+	assert_int_equal(harness_td_start(h, NULL), 0);
+	/* As if a previous run popped OLD for "lr" and died before posting. */
+	wcmd(&f->w, "RPUSH rq:triggerd:lr:00000000000000ab 1.1.1:L2:rqOLD");
+	wcmd(&f->w, "RPUSH rq NEW");
+	redisReply *r = redisCommand(f->w.c, "XADD ss * k old");
+	assert_non_null(r);
+	char old[64];
+	snprintf(old, sizeof(old), "%s", r->str);
+	freeReplyObject(r);
+	wcmd(&f->w, "CONFIG SET lua-time-limit 50");
+	/* A script that runs until killed: other clients get -BUSY. */
+	redisContext *busy = redisConnectUnix(f->w.sock);
+	assert_true(busy && !busy->err);
+	redisAppendCommand(busy, "EVAL %s 0", "while true do end");
+	for (int done = 0; !done;)
+		assert_int_equal(redisBufferWrite(busy, &done), REDIS_OK);
+	sleep_ms(150);
+	submit_wait(h, "{\"id\":\"lr\",\"kind\":\"redis\",\"args\":{\"conn\":\"watch\",\"list\":\"rq\","
+		       "\"poll_interval_ms\":20,\"nonce\":\"00000000000000ab\"}}", "lr");
+	submit_wait(h, "{\"id\":\"sb\",\"kind\":\"redis\",\"args\":{\"conn\":\"watch\",\"stream\":\"ss\"}}",
+		    "sb");
+	assert_true(harness_wait_log(h, "reading a processing list failed", 3000));
+	assert_true(harness_wait_log(h, "resolving a stream", 3000));
+	sleep_ms(300);
+	wcmd(&f->w, "SCRIPT KILL");
+	r = NULL;
+	assert_int_equal(redisGetReply(busy, (void **)&r), REDIS_OK);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	freeReplyObject(r);
+	redisFree(busy);
+	/* "$" is resolved once the server is free (after the old entry). */
+	char want[96];
+	snprintf(want, sizeof(want), "\"after_id\":\"%s\"", old);
+	bool resolved = false;
+	for (int i = 0; i < 500 && !resolved; i++) {
+		r = redisCommand(h->c, "HGET td:triggers sb");
+		resolved = r && r->type == REDIS_REPLY_STRING && memmem(r->str, r->len, old, strlen(old));
+		if (r)
+			freeReplyObject(r);
+		if (!resolved)
+			sleep_ms(10);
+	}
+	assert_true(resolved);
+	r = redisCommand(f->w.c, "XADD ss * k new");
+	assert_non_null(r);
+	char neu[64];
+	snprintf(neu, sizeof(neu), "%s", r->str);
+	freeReplyObject(r);
+	struct event ev[4];
+	assert_int_equal(wait_events(h, ev, 2, 5000), 2);
+	const struct event *e = find(ev, 2, "lr");
+	assert_non_null(e);
+	assert_string_equal(e->payload_json, "{\"list\":\"rq\",\"data\":\"OLD\"}");
+	e = find(ev, 2, "sb");
+	assert_non_null(e);
+	assert_non_null(strstr(e->payload_json, neu));
+	assert_int_equal(read_events(h, ev, 4, 500), 0);
+	/* NEW waits for another trigger; OLD is acked off the processing list. */
+	assert_int_equal(wint(&f->w, "LLEN rq"), 1);
+	for (int i = 0; i < 200 && wint(&f->w, "LLEN rq:triggerd:lr:00000000000000ab") > 0; i++)
+		sleep_ms(10);
+	assert_int_equal(wint(&f->w, "LLEN rq:triggerd:lr:00000000000000ab"), 0);
+}
+
 /* ---- Airflow ---------------------------------------------------------------- */
 
 static void airflow_classpaths(void **state)
@@ -802,6 +875,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(list_each_element_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(list_survives_sigkill, setup, teardown),
 		cmocka_unit_test_setup_teardown(watched_server_restarts, setup, teardown),
+		cmocka_unit_test_setup_teardown(watched_server_busy, setup, teardown),
 		cmocka_unit_test_setup_teardown(airflow_classpaths, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_specs_rejected, setup, teardown),
 	};
