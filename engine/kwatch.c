@@ -33,9 +33,16 @@
  * still being stored, 'R' deduplicated by a key derived from topic,
  * partition and offset). See docs/kinds.md#kafka.
  *
+ * Nothing is committed for a partition (re)assigned before a message
+ * fetched since shows where fetching resumed (commit_due). Nothing is
+ * consumed before the shard has loaded its stored triggers (drain), and a
+ * trigger's waiter is filed from its acceptance on (see "Pending interest"
+ * below): a message is never resolved without a trigger that is owed it.
+ *
  * Back-pressure: a message whose matches do not fit in the event sink is
  * held (not destroyed) and retried every STALL_RETRY_MS; nothing more is
- * consumed meanwhile.
+ * consumed meanwhile. Its firings go out as the sink has room (several
+ * passes when it has more matches than the sink's bound).
  *
  * Lifetimes: a topic nobody waits on stays subscribed for idle_ms, and a
  * consumer nobody uses is closed after idle_ms (no churn of group joins
@@ -137,7 +144,14 @@ struct td_kconsumer {
 	unsigned nwaiters;
 	size_t inflight;                /* struct kmsg alive */
 	uint64_t idle_since;
-	rd_kafka_message_t *held;       /* waits for sink room */
+	rd_kafka_message_t *held;       /* waits for sink room or a store */
+	/* The held message's firing in progress (held_km set): its kmsg
+	 * (kept unresolved by one hold) and the waiters still to fire, in
+	 * candidate order from rest_i; a slot is NULL once its waiter went
+	 * away (td_kwatch_unwait). */
+	struct kmsg *held_km;
+	struct td_kafka_waiter **rest;
+	size_t rest_i, nrest, rest_cap;
 	struct td_kmatch km;
 	unsigned long long consumed, matched, fired, commits;
 	int last_err;
@@ -167,6 +181,7 @@ struct td_kwatch {
 	struct td_kconsumer *closing;   /* waiting for their READ to end */
 	struct connck *conns;
 	struct closer *closers;
+	struct td_klink *pend;          /* storing waiters with no consumer yet */
 	uint64_t idle_ms;
 	bool stopped;
 };
@@ -357,7 +372,12 @@ static int64_t commit_point(const struct kpart *p)
 static bool commit_due(const struct kpart *p)
 {
 	int64_t pt = commit_point(p);
-	return pt >= 0 && p->assigned && pt > p->committed && (p->floor < 0 || pt >= p->floor);
+	/* Nothing is committed for a partition (re)assigned until a message
+	 * fetched since shows where fetching resumed (floor): a record of a
+	 * message dispatched before the partition came back may settle
+	 * meanwhile, and its offset may lie below what another member
+	 * committed while it had the partition. */
+	return pt >= 0 && p->assigned && p->floor >= 0 && pt > p->committed && pt >= p->floor;
 }
 
 static void mark_dirty(struct td_kconsumer *c, struct kpart *p, bool soon)
@@ -472,12 +492,81 @@ static void kmsg_note(struct td_notify *n, long long result)
 
 /* ---- dispatch ------------------------------------------------------------ */
 
+/* What became of a message offered to the waiters. */
+enum {
+	D_DONE,        /* dispatched (or skipped): destroy it */
+	D_FULL,        /* the sink has no room for (the rest of) its firings */
+	D_STORING,     /* it matches a trigger still being stored */
+	D_NOMEM,       /* nothing changed: offer it again later */
+};
+
+static bool trigger_storing(const struct td_kafka_waiter *w)
+{
+	return td_trigger_from_state((void *)w)->state == TD_T_STORING;
+}
+
 /*
- * Offer message @m to the waiters of its topic. Returns false when its
- * matches do not fit in the event sink now (nothing was changed: offer it
- * again later), true when it was dispatched (or skipped).
+ * Fire the held message (@m, c->held_km) for the waiters left in c->rest,
+ * one sink record each, as long as the sink has room. Returns D_DONE once
+ * every one has fired (the message's hold is released: it resolves when
+ * their records are answered), else D_FULL: the rest waits for room (the
+ * message stays unresolved, so nothing past it is committed meanwhile).
  */
-static bool dispatch(struct td_kconsumer *c, rd_kafka_message_t *m)
+static int fire_held(struct td_kconsumer *c, rd_kafka_message_t *m)
+{
+	struct td_shard *s = c->w->shard;
+	struct td_kmatch *mt = &c->km;
+	struct kmsg *km = c->held_km;
+	td_kmatch_reset(mt, m); /* payloads are built lazily, from @m */
+	uint64_t occ = td_kmatch_occurrence(mt->v.topic, m->partition, m->offset);
+	while (c->rest_i < c->nrest) {
+		struct td_kafka_waiter *w = c->rest[c->rest_i];
+		if (!w) {
+			c->rest_i++;
+			continue;
+		}
+		/* Checked first: td_trigger_fire on a full sink would hold
+		 * (stop) the trigger. */
+		if (!td_sink_has_room(&s->sink))
+			return D_FULL;
+		const msgpack_sbuffer *pl = td_kmatch_payload(mt, w->spec);
+		struct td_outcome o = {
+			.status = TD_SUCCESS,
+			.payload = pl->data,
+			.payload_len = pl->size,
+			.due_at_ms = -1,
+			.occurrence = occ,
+			.notify = &km->note,
+		};
+		/* A one-shot trigger ends here (and leaves the lists, which
+		 * clears its slot); the other waiters stay valid. */
+		int rc = td_trigger_fire(td_trigger_from_state(w), &o);
+		if (rc != 0) {
+			/* No record could be made (out of memory): the engine
+			 * holds the trigger (stopped, which cleared its slot)
+			 * and starts it again later. It still gets this
+			 * message: retried with the rest. */
+			c->rest[c->rest_i] = w;
+			return D_FULL;
+		}
+		km->outstanding++;
+		c->fired++;
+		c->rest_i++;
+	}
+	c->rest_i = c->nrest = 0;
+	c->held_km = NULL;
+	kmsg_note(&km->note, 0); /* the hold taken in dispatch */
+	return D_DONE;
+}
+
+/*
+ * Offer message @m to the waiters of its topic. Returns D_DONE when it was
+ * dispatched (or skipped); otherwise hold it and call again (D_STORING,
+ * D_NOMEM: nothing was changed) or call fire_held (D_FULL with c->held_km
+ * set: part of its firings are done). D_FULL without c->held_km: nothing
+ * was changed.
+ */
+static int dispatch(struct td_kconsumer *c, rd_kafka_message_t *m)
 {
 	struct td_shard *s = c->w->shard;
 	struct td_kmatch *mt = &c->km;
@@ -486,21 +575,42 @@ static bool dispatch(struct td_kconsumer *c, rd_kafka_message_t *m)
 	struct ktopic *kt = topic_make(c, topic, strlen(topic));
 	struct kpart *p = kt ? part_get(kt, m->partition) : NULL;
 	if (!p)
-		return false; /* out of memory: try again later */
-	if (m->offset < p->skip_below)
-		return true; /* dispatched before this partition was re-assigned */
+		return D_NOMEM; /* out of memory: try again later */
+	/* Where fetching resumed since the partition was (re)assigned,
+	 * whether or not this message is dispatched again. */
 	if (p->floor < 0)
 		p->floor = m->offset;
+	if (m->offset < p->skip_below)
+		return D_DONE; /* dispatched before this partition was re-assigned */
 	size_t n = kt->ws.n ? td_kmatch_run(mt, &kt->ws) : 0;
 	if (n == (size_t)-1)
-		return false;
+		return D_NOMEM;
+	/* Registered waiters whose trigger is still being stored (see
+	 * td_kwatch_wait) hold the message until they are started: it is
+	 * theirs, and resolving it now would commit past it. A trigger
+	 * cancelled while storing (DEAD) gets nothing. */
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		enum td_tstate st = td_trigger_from_state(mt->cand[i])->state;
+		if (st == TD_T_STORING)
+			return D_STORING;
+		if (st == TD_T_ACTIVE)
+			mt->cand[k++] = mt->cand[i];
+	}
+	n = k;
 	struct kmsg *km = NULL;
 	if (n) {
-		const struct td_sink *sk = &s->sink;
-		if (sk->nrec > 0 && sk->nrec + n > sk->max)
-			return false;
+		if (!td_sink_has_room(&s->sink))
+			return D_FULL;
+		if (n > c->rest_cap) {
+			struct td_kafka_waiter **r = realloc(c->rest, n * sizeof(*r));
+			if (!r)
+				return D_NOMEM;
+			c->rest = r;
+			c->rest_cap = n;
+		}
 		if (!(km = calloc(1, sizeof(*km))))
-			return false;
+			return D_NOMEM;
 	}
 	c->consumed++;
 	if (m->offset + 1 > p->next_offset)
@@ -508,7 +618,7 @@ static bool dispatch(struct td_kconsumer *c, rd_kafka_message_t *m)
 	if (!n) {
 		if (!p->head)
 			part_progress(c, p);
-		return true;
+		return D_DONE;
 	}
 	km->note.fn = kmsg_note;
 	km->p = p;
@@ -521,31 +631,23 @@ static bool dispatch(struct td_kconsumer *c, rd_kafka_message_t *m)
 	p->tail = km;
 	c->inflight++;
 	c->matched++;
-	km->outstanding = 1; /* held while firing: settles once, below */
-	uint64_t occ = td_kmatch_occurrence(topic, m->partition, m->offset);
-	for (size_t i = 0; i < n; i++) {
-		struct td_kafka_waiter *w = mt->cand[i];
-		const msgpack_sbuffer *pl = td_kmatch_payload(mt, w->spec);
-		struct td_outcome o = {
-			.status = TD_SUCCESS,
-			.payload = pl->data,
-			.payload_len = pl->size,
-			.due_at_ms = -1,
-			.occurrence = occ,
-			.notify = &km->note,
-		};
-		/* A one-shot trigger ends here (and leaves the lists); the
-		 * other candidates stay valid. */
-		int rc = td_trigger_fire(td_trigger_from_state(w), &o);
-		if (rc == 0) {
-			km->outstanding++;
-			c->fired++;
-		} else {
-			km->failed = true; /* held by the engine: not posted */
-		}
-	}
-	kmsg_note(&km->note, 0);
-	return true;
+	km->outstanding = 1; /* held while firing: released by fire_held */
+	/* Fired in as many passes as the sink's room allows: a message with
+	 * more matches than the sink's bound still goes through. */
+	memcpy(c->rest, mt->cand, n * sizeof(*c->rest));
+	c->rest_i = 0;
+	c->nrest = n;
+	c->held_km = km;
+	return fire_held(c, m);
+}
+
+/* A waiter goes away: it is no longer among the held message's rest. */
+static void rest_forget(struct td_kwatch *kw, const struct td_kafka_waiter *w)
+{
+	for (struct td_kconsumer *c = kw->consumers; c; c = c->next)
+		for (size_t i = c->rest_i; i < c->nrest; i++)
+			if (c->rest[i] == w)
+				c->rest[i] = NULL;
 }
 
 static void msg_error(struct td_kconsumer *c, rd_kafka_message_t *m)
@@ -586,11 +688,53 @@ static void kick(struct td_kconsumer *c)
 		td_warn("kafka eventfd write failed", "\"errno\":%d", errno);
 }
 
+/* The held message is retried in STALL_RETRY_MS, or now. */
+static void stall_retry(struct td_kconsumer *c, uint64_t at)
+{
+	struct td_wheel *wh = wheel_of(c);
+	if (td_timer_pending(&c->stall_timer))
+		td_wheel_cancel(wh, &c->stall_timer);
+	td_wheel_add(wh, &c->stall_timer, at);
+}
+
+/* Hold @m (its dispatch answered @why) and retry it later. */
+static void hold_msg(struct td_kconsumer *c, rd_kafka_message_t *m, int why)
+{
+	struct td_shard *s = c->w->shard;
+	char e1[300], e2[300];
+	uint64_t now = td_mono_ms();
+	c->held = m;
+	stall_retry(c, now + STALL_RETRY_MS);
+	if (why == D_FULL && (!c->paused_log_ms || now >= c->paused_log_ms + ERR_LOG_EVERY_MS)) {
+		c->paused_log_ms = now;
+		td_info("kafka consumer paused: event sink full",
+			"\"conn\":\"%s\",\"group\":\"%s\",\"backlog\":%zu",
+			esc(e1, sizeof(e1), c->conn), esc(e2, sizeof(e2), c->group), s->sink.nrec);
+	} else if (why == D_STORING) {
+		td_debug("kafka consumer paused: a matching trigger is being stored",
+			 "\"conn\":\"%s\",\"group\":\"%s\"",
+			 esc(e1, sizeof(e1), c->conn), esc(e2, sizeof(e2), c->group));
+	}
+}
+
 static void drain(struct td_kconsumer *c)
 {
 	struct td_shard *s = c->w->shard;
 	if (c->closing || !c->rk || c->held || s->stopping)
 		return;
+	/*
+	 * Nothing is consumed before the shard has loaded every stored
+	 * trigger: the first trigger loaded creates the consumer, and a
+	 * message it consumed before the others of its group are loaded
+	 * would find no waiter, be resolved at once and committed, and so
+	 * never be offered to them (messages produced while triggerd was
+	 * down). The stall timer looks again.
+	 */
+	if (!s->intake.loaded) {
+		if (!td_timer_pending(&c->stall_timer))
+			td_wheel_add(wheel_of(c), &c->stall_timer, td_mono_ms() + STALL_RETRY_MS);
+		return;
+	}
 	unsigned n = 0;
 	rd_kafka_message_t *m;
 	/* consumer_poll(0) serves callbacks and returns NULL only once the
@@ -602,18 +746,9 @@ static void drain(struct td_kconsumer *c)
 			rd_kafka_message_destroy(m);
 			continue;
 		}
-		if (!dispatch(c, m)) {
-			char e1[300], e2[300];
-			uint64_t now = td_mono_ms();
-			c->held = m;
-			td_wheel_add(wheel_of(c), &c->stall_timer, now + STALL_RETRY_MS);
-			if (!c->paused_log_ms || now >= c->paused_log_ms + ERR_LOG_EVERY_MS) {
-				c->paused_log_ms = now;
-				td_info("kafka consumer paused: event sink full",
-					"\"conn\":\"%s\",\"group\":\"%s\",\"backlog\":%zu",
-					esc(e1, sizeof(e1), c->conn), esc(e2, sizeof(e2), c->group),
-					s->sink.nrec);
-			}
+		int d = dispatch(c, m);
+		if (d != D_DONE) {
+			hold_msg(c, m, d);
 			break;
 		}
 		rd_kafka_message_destroy(m);
@@ -630,14 +765,27 @@ static void stall_cb(struct td_timer *t, uint64_t now)
 {
 	struct td_kconsumer *c = td_container_of(t, struct td_kconsumer, stall_timer);
 	rd_kafka_message_t *m = c->held;
-	if (!m)
+	if (!m) {
+		/* Waiting for the store to be loaded (drain). */
+		if (c->w->shard->intake.loaded) {
+			drain(c);
+			if (!c->closing && !c->held)
+				kick(c); /* the queue may have filled without a wake-up */
+		} else {
+			td_wheel_add(wheel_of(c), t, now + STALL_RETRY_MS);
+		}
 		return;
-	if (c->w->shard->stopping || !dispatch(c, m)) {
+	}
+	int d = D_FULL;
+	if (!c->w->shard->stopping)
+		d = c->held_km ? fire_held(c, m) : dispatch(c, m);
+	if (d != D_DONE) {
 		td_wheel_add(wheel_of(c), t, now + STALL_RETRY_MS);
 		return;
 	}
 	c->held = NULL;
 	rd_kafka_message_destroy(m);
+	td_sink_kick(&c->w->shard->sink, KICK_AT);
 	td_debug("kafka consumer resumed", NULL);
 	drain(c);
 	kick(c); /* the queue may have filled meanwhile without a wake-up */
@@ -937,6 +1085,7 @@ static void consumer_free(struct td_kconsumer *c)
 	if (c->efd >= 0)
 		close(c->efd);
 	td_kmatch_finish(&c->km);
+	free(c->rest);
 	free(c->conn);
 	free(c->group);
 	free(c->box); /* only when no closer took it (creation failed) */
@@ -963,8 +1112,12 @@ static void consumer_close(struct td_kconsumer *c)
 	if (c->rk) {
 		commit_now(c);
 		if (c->held) {
+			/* A message being fired stays unresolved: consumed
+			 * again after a restart. */
 			rd_kafka_message_destroy(c->held);
 			c->held = NULL;
+			c->held_km = NULL;
+			c->rest_i = c->nrest = 0;
 		}
 		rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
 		rd_kafka_queue_destroy(c->q);
@@ -1120,25 +1273,64 @@ static void link_remove(struct td_klink *l)
 		kt->linger_until = td_mono_ms() + kt->c->w->idle_ms;
 }
 
-int td_kwatch_wait(struct td_shard *s, struct td_kafka_waiter *w)
+/*
+ * Pending interest. A `kafka` trigger's `start: latest` is its acceptance
+ * (parse), but the trigger is started only once its store record is
+ * answered. A message stamped in between and consumed before the start
+ * would match no waiter, be resolved at once and committed: never offered
+ * to the trigger. So the kind registers its waiter already at parse
+ * (td_kwatch_wait while the trigger is TD_T_STORING):
+ *
+ *  - with its consumer existing, it is filed like any waiter, and a
+ *    message it matches is held (dispatch: D_STORING; nothing fired,
+ *    nothing resolved, nothing consumed past it) until the trigger is
+ *    started (td_kwatch_wait again: retried at once) or goes away (store
+ *    answered 0, cancelled, freed: unwait, retried by the stall timer);
+ *  - with no consumer yet, nothing of its group is being consumed: it
+ *    waits on the shard's pending list (kw->pend) without creating one
+ *    (a spec parsed only to be cancelled or found stored elsewhere must
+ *    not join the group), and is filed when its consumer is created by
+ *    another trigger's start, or by its own.
+ *
+ * The hold lasts a Redis round trip, bounded like the sink's
+ * back-pressure (docs/kinds.md#kafka).
+ */
+
+/* The registry's id: "kafka_x" and "KAFKA_X" name the same connection, and
+ * must share the consumer (one per group). */
+static const char *conn_canon(struct td_shard *s, const char *conn_id)
 {
-	struct td_kwatch *kw = s->kwatch;
-	const struct td_kafka_spec *sp = w->spec;
-	if (w->c)
-		return 0;
-	if (!kw || kw->stopped)
-		return -ESHUTDOWN;
-	/* The registry's id: "kafka_x" and "KAFKA_X" name the same
-	 * connection, and must share the consumer (one per group). */
 	const struct td_conns *cs = td_shard_conns(s);
-	const struct td_conn *cn = cs ? td_conns_get(cs, sp->conn) : NULL;
-	const char *conn = cn ? cn->id : sp->conn;
-	struct td_kconsumer *c = consumer_find(kw, conn, sp->group);
-	if (!c) {
-		int rc = consumer_new(kw, conn, sp->group, &c);
-		if (rc)
-			return rc;
-	}
+	const struct td_conn *cn = cs ? td_conns_get(cs, conn_id) : NULL;
+	return cn ? cn->id : conn_id;
+}
+
+static void pend_add(struct td_kwatch *kw, struct td_klink *l)
+{
+	l->listed = true;
+	l->pprev = NULL;
+	l->pnext = kw->pend;
+	if (kw->pend)
+		kw->pend->pprev = l;
+	kw->pend = l;
+}
+
+static void pend_remove(struct td_kwatch *kw, struct td_klink *l)
+{
+	if (l->pprev)
+		l->pprev->pnext = l->pnext;
+	else
+		kw->pend = l->pnext;
+	if (l->pnext)
+		l->pnext->pprev = l->pprev;
+	l->pnext = l->pprev = NULL;
+	l->listed = false;
+}
+
+/* File @w under @c, one link per topic. Returns 0 or -ENOMEM. */
+static int attach(struct td_kconsumer *c, struct td_kafka_waiter *w)
+{
+	const struct td_kafka_spec *sp = w->spec;
 	struct td_klink *links = calloc(sp->ntopics, sizeof(*links));
 	if (!links)
 		return -ENOMEM;
@@ -1174,10 +1366,84 @@ int td_kwatch_wait(struct td_shard *s, struct td_kafka_waiter *w)
 	return 0;
 }
 
+/* @c was just created: file the pending waiters of its (conn, group). */
+static void adopt_pending(struct td_kwatch *kw, struct td_kconsumer *c)
+{
+	for (struct td_klink *l = kw->pend, *next; l; l = next) {
+		next = l->pnext;
+		struct td_kafka_waiter *w = l->w;
+		if (strcmp(w->spec->group, c->group) ||
+		    strcmp(conn_canon(kw->shard, w->spec->conn), c->conn))
+			continue;
+		pend_remove(kw, l);
+		free(w->links);
+		w->links = NULL;
+		if (attach(c, w) != 0) {
+			/* Out of memory: it stays pending (filed at start). */
+			struct td_klink *nl = calloc(1, sizeof(*nl));
+			if (nl) {
+				nl->w = w;
+				w->links = nl;
+				pend_add(kw, nl);
+			}
+		}
+	}
+}
+
+int td_kwatch_wait(struct td_shard *s, struct td_kafka_waiter *w)
+{
+	struct td_kwatch *kw = s->kwatch;
+	const struct td_kafka_spec *sp = w->spec;
+	bool storing = trigger_storing(w);
+	if (w->c) {
+		/* Filed while storing: started now, a message held for it
+		 * goes at once. */
+		if (!storing && w->c->held)
+			stall_retry(w->c, td_mono_ms());
+		return 0;
+	}
+	if (!kw || kw->stopped)
+		return -ESHUTDOWN;
+	const char *conn = conn_canon(s, sp->conn);
+	struct td_kconsumer *c = consumer_find(kw, conn, sp->group);
+	if (w->links) {
+		if (storing)
+			return 0; /* pending already */
+		/* Pending until now: filed like any waiter below. */
+		if (w->links[0].listed)
+			pend_remove(kw, &w->links[0]);
+		free(w->links);
+		w->links = NULL;
+	}
+	if (!c && storing) {
+		struct td_klink *l = calloc(1, sizeof(*l));
+		if (!l)
+			return -ENOMEM; /* filed at start instead */
+		l->w = w;
+		w->links = l;
+		pend_add(kw, l);
+		return 0;
+	}
+	if (!c) {
+		int rc = consumer_new(kw, conn, sp->group, &c);
+		if (rc)
+			return rc;
+		int arc = attach(c, w);
+		adopt_pending(kw, c);
+		return arc;
+	}
+	return attach(c, w);
+}
+
 void td_kwatch_unwait(struct td_kafka_waiter *w)
 {
+	struct td_kwatch *kw = td_trigger_shard(td_trigger_from_state(w))->kwatch;
 	struct td_kconsumer *c = w->c;
+	if (kw)
+		rest_forget(kw, w);
 	if (!c) {
+		if (kw && w->links && w->links[0].listed)
+			pend_remove(kw, &w->links[0]);
 		free(w->links);
 		w->links = NULL;
 		return;

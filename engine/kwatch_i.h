@@ -61,6 +61,11 @@ struct td_klink {
 	struct kindex *ix;           /* the index of its bucket, or NULL */
 	struct kbucket *kb;
 	struct kptr *kp;             /* its pointer group, or NULL */
+	/* links[0] only: the waiter's place on its shard's list of waiters
+	 * whose trigger is still being stored and whose consumer does not
+	 * exist yet (kwatch.c, "pending interest"). */
+	struct td_klink *pnext, *pprev;
+	bool listed;
 };
 
 /* The message being dispatched and what was derived from it (lazily). */

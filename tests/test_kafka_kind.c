@@ -484,6 +484,119 @@ static void idle_consumer_closes_and_resumes(void **state)
 	assert_non_null(strstr(ev[0].payload_json, "\"topic\":\"idle2\""));
 }
 
+/* A message stamped after a trigger's acceptance reaches it even when it is
+ * consumed while the trigger's store record is still in flight. Redis
+ * pauses writes right after delivering the submission (XADD and CLIENT
+ * PAUSE pipelined: the blocked XREADGROUP is served by the XADD, before the
+ * pause starts), so the store waits a second while the message is consumed (the mock's
+ * fetches answer within fetch.wait.max.ms, 500 ms). */
+static void message_while_storing_fires(void **state)
+{
+	struct kfix *f = *state;
+	struct harness *h = &f->h;
+	topic(f, "window", 1);
+	start_td(f);
+	/* Keeps the group's consumer up and assigned. */
+	submit_wait(h, "{\"id\":\"keep\",\"kind\":\"kafka\",\"repeat\":true,\"args\":{\"conn\":\"kafka_test\","
+		       "\"topics\":[\"window\"],\"key\":\"never\"}}", "keep");
+	wait_log_count(h, "kafka partitions assigned", 1, 20000);
+	int windows = 0;
+	for (int i = 0; i < 4; i++) {
+		char id[32], key[32], json[512];
+		snprintf(id, sizeof(id), "w%d", i);
+		snprintf(key, sizeof(key), "wk%d", i);
+		snprintf(json, sizeof(json), TRIG("%s", "\"topics\":[\"window\"],\"key\":\"%s\""), id, key);
+		redisAppendCommand(h->c, "XADD td:submit * op add json %s", json);
+		redisAppendCommand(h->c, "CLIENT PAUSE 1000 WRITE");
+		for (int k = 0; k < 2; k++) {
+			redisReply *r = NULL;
+			assert_int_equal(redisGetReply(h->c, (void **)&r), REDIS_OK);
+			assert_true(r->type != REDIS_REPLY_ERROR);
+			freeReplyObject(r);
+		}
+		sleep_ms(30); /* triggerd has read (accepted) it */
+		if (harness_pending(h) >= 1 && redis_int(h, "HEXISTS td:triggers %s", id) == 0)
+			windows++;
+		else
+			wait_stored(h, id); /* not read before the pause: no window this time */
+		produce(f, "window", 0, key, "v", NULL, NULL);
+		struct event ev[2];
+		assert_int_equal(wait_events(h, ev, 1, 5000), 1);
+		assert_string_equal(ev[0].id, id);
+		assert_string_equal(ev[0].status, "success");
+		assert_non_null(strstr(ev[0].payload_json, key));
+	}
+	assert_true(windows >= 2);
+	/* Nothing held back: the offsets are all committed. */
+	wait_committed(f, "triggerd", "window", 0, 4);
+}
+
+/* Messages produced while triggerd was down reach every trigger of the
+ * group once the store is loaded, whichever is loaded first. */
+static void restart_offers_to_all_loaded(void **state)
+{
+	struct kfix *f = *state;
+	struct harness *h = &f->h;
+	enum { NT = 6 };
+	topic(f, "down", 2);
+	start_td(f);
+	for (int i = 0; i < NT; i++) {
+		char id[32], json[512];
+		snprintf(id, sizeof(id), "d%d", i);
+		snprintf(json, sizeof(json), TRIG("%s", "\"topics\":[\"down\"],\"key\":\"dk%d\""), id, i);
+		submit_wait(h, json, id);
+	}
+	wait_log_count(h, "kafka partitions assigned", 1, 20000);
+	/* A message nobody waits for: the group's offset moves past it. */
+	produce(f, "down", 0, "other", "x", NULL, NULL);
+	wait_committed(f, "triggerd", "down", 0, 1);
+	assert_int_equal(harness_td_stop(h, SIGTERM), 0);
+	for (int i = 0; i < NT; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "dk%d", i);
+		produce(f, "down", i % 2, key, "late", NULL, NULL);
+	}
+	start_td(f);
+	struct event ev[NT + 2];
+	assert_int_equal(wait_events(h, ev, NT, 20000), NT);
+	int seen = 0;
+	for (int i = 0; i < NT; i++) {
+		assert_string_equal(ev[i].status, "success");
+		assert_true(ev[i].id[0] == 'd');
+		seen |= 1 << atoi(ev[i].id + 1);
+	}
+	assert_int_equal(seen, (1 << NT) - 1);
+	assert_int_equal(redis_int(h, "HLEN td:triggers"), 0);
+}
+
+/* One message matching more triggers than the sink holds: all fire, over
+ * several passes, and its offset is committed. */
+static void more_matches_than_sink(void **state)
+{
+	struct kfix *f = *state;
+	struct harness *h = &f->h;
+	topic(f, "wide", 1);
+	const char *extra[] = {"--sink-buffer", "2", NULL};
+	assert_int_equal(harness_td_start(h, extra), 0);
+	for (int i = 0; i < 5; i++) {
+		char id[32], json[512];
+		snprintf(id, sizeof(id), "m%d", i);
+		snprintf(json, sizeof(json), "{\"id\":\"%s\",\"kind\":\"kafka\",\"repeat\":true,\"args\":"
+			 "{\"conn\":\"kafka_test\",\"topics\":[\"wide\"]}}", id);
+		submit_wait(h, json, id);
+	}
+	wait_log_count(h, "kafka partitions assigned", 1, 20000);
+	produce(f, "wide", 0, "k", "v", NULL, NULL);
+	struct event ev[8];
+	assert_int_equal(wait_events(h, ev, 5, 10000), 5);
+	int seen = 0;
+	for (int i = 0; i < 5; i++)
+		seen |= 1 << atoi(ev[i].id + 1);
+	assert_int_equal(seen, 31);
+	assert_int_equal(read_events(h, ev, 8, 300), 0);
+	wait_committed(f, "triggerd", "wide", 0, 1);
+}
+
 /* ---- Airflow and bad specs --------------------------------------------------- */
 
 static void airflow_await_message(void **state)
@@ -581,6 +694,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(triggers_share_a_consumer, setup, teardown),
 		cmocka_unit_test_setup_teardown(backpressure_holds_messages, setup, teardown),
 		cmocka_unit_test_setup_teardown(idle_consumer_closes_and_resumes, setup, teardown),
+		cmocka_unit_test_setup_teardown(message_while_storing_fires, setup, teardown),
+		cmocka_unit_test_setup_teardown(restart_offers_to_all_loaded, setup, teardown),
+		cmocka_unit_test_setup_teardown(more_matches_than_sink, setup, teardown),
 		cmocka_unit_test_setup_teardown(airflow_await_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_specs_rejected, setup, teardown),
 	};

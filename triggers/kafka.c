@@ -23,8 +23,10 @@
  *   max_value     message payload: values past this many bytes are left out
  *                 (default 65536)
  *
- * The kind only parses and registers; engine/kwatch.c consumes, matches,
- * fires and commits (include/triggerd/kwatch.h).
+ * The kind only parses and registers (already at parse, as a pending
+ * interest while the trigger is being stored; for real at start);
+ * engine/kwatch.c consumes, matches, fires and commits
+ * (include/triggerd/kwatch.h).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -334,6 +336,11 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 		return rc;
 	}
 	w->spec = sp;
+	/* Pending interest from acceptance on, since `start: latest` counts
+	 * from here: a message matching it that is consumed while the
+	 * trigger is being stored is held for it, not resolved without it
+	 * (engine/kwatch.c). Failing here is not final: start registers. */
+	(void)td_kwatch_wait(td_trigger_shard(t), w);
 	return 0;
 }
 
