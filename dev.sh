@@ -8,7 +8,8 @@
 # Also: ./dev.sh test --sanitize (ASan + UBSan build), ./dev.sh fuzz [SECONDS],
 # ./dev.sh bench [ARGS...] (timers), ./dev.sh bench-http [ARGS...] (http polls
 # against nginx-light), ./dev.sh bench-webhook [ARGS...] (webhook receiver
-# against nginx-light), ./dev.sh build.
+# against nginx-light), ./dev.sh bench-waits [ARGS...] (redis, file and kafka
+# waits), ./dev.sh build.
 set -eu
 
 cd "$(dirname "$0")"
@@ -118,6 +119,11 @@ bench-webhook)
 	deps nginx-light
 	build build
 	exec ./build/bench/bench_webhook "$@"
+	;;
+bench-waits)
+	deps
+	build build
+	exec ./build/bench/bench_waits "$@"
 	;;
 *)
 	sed -n '2,12p' "$0"

@@ -115,7 +115,7 @@ static char *pack_copy(const msgpack_object *o, size_t *len)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_object(&pk, *o);
 	*len = sb.size;
-	return sb.data;
+	return td_sbuffer_shrink(&sb);
 }
 
 static char *dup_str(const msgpack_object *o)

@@ -295,7 +295,7 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 		msgpack_pack_object(&pk, *equals);
-		sp->equals = sb.data;
+		sp->equals = td_sbuffer_shrink(&sb);
 		sp->equals_len = sb.size;
 		size_t off = 0;
 		if (!sp->equals || msgpack_unpack_next(&sp->equals_up, sp->equals, sp->equals_len, &off) !=

@@ -100,7 +100,7 @@ static int timer_parse_args(struct td_trigger *t, const msgpack_object *args,
 			n = (uint32_t)(sb.size - sizeof(n));
 			memcpy(sb.data, &n, sizeof(n));
 			free(st->payload);
-			st->payload = sb.data;
+			st->payload = td_sbuffer_shrink(&sb);
 		} else if (td_mp_str_is(k, "interval_ms")) {
 			if (get_uint(val, "interval_ms", &v, err, errlen))
 				return TD_EINVAL_SPEC;

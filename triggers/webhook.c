@@ -108,7 +108,7 @@ static int parse_filter(struct td_hook_spec *sp, const msgpack_object *o, char *
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_object(&pk, *eq);
-	sp->equals = sb.data;
+	sp->equals = td_sbuffer_shrink(&sb);
 	sp->equals_len = sb.size;
 	return sp->equals ? 0 : -ENOMEM;
 }

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "triggerd/wheel.h"
@@ -127,6 +128,21 @@ static inline bool td_mp_str_is(const msgpack_object *k, const char *s)
 	size_t n = strlen(s);
 	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
 	       memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+/**
+ * The bytes of @sb, right-sized: msgpack-c starts every sbuffer at 8 KiB,
+ * which a kind keeping packed args for the trigger's life would otherwise
+ * pay per trigger. Returns sb->data (the caller owns it, as before).
+ */
+static inline char *td_sbuffer_shrink(msgpack_sbuffer *sb)
+{
+	if (sb->data && sb->size) {
+		char *p = (char *)realloc(sb->data, sb->size);
+		if (p)
+			sb->data = p;
+	}
+	return sb->data;
 }
 
 /** Registry: the kind named @name (@len bytes), or NULL. */
