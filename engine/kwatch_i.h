@@ -85,6 +85,7 @@ struct kview {
 		msgpack_sbuffer sb;
 	} pl[2];                     /* payloads built, by shape */
 	msgpack_sbuffer own;         /* a third shape: rebuilt per trigger */
+	msgpack_sbuffer cmp;         /* a pointer's value packed, to compare */
 };
 
 /* A consumer's matching scratch. */

@@ -297,9 +297,7 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 		msgpack_pack_object(&pk, *equals);
 		sp->equals = td_sbuffer_shrink(&sb);
 		sp->equals_len = sb.size;
-		size_t off = 0;
-		if (!sp->equals || msgpack_unpack_next(&sp->equals_up, sp->equals, sp->equals_len, &off) !=
-				   MSGPACK_UNPACK_SUCCESS)
+		if (!sp->equals)
 			return -ENOMEM;
 	}
 	if (!(sp->conn = dup_mem(conn->via.str.ptr, conn->via.str.size)))
@@ -327,7 +325,6 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 		snprintf(err, errlen, "args: out of memory");
 		return -ENOMEM;
 	}
-	msgpack_unpacked_init(&sp->equals_up);
 	int rc = parse_args(t, sp, args, now_ms, err, errlen);
 	if (rc) {
 		if (rc == -ENOMEM)
@@ -442,7 +439,6 @@ void td_kafka_spec_free(struct td_kafka_spec *sp)
 		free(sp->headers[i].value);
 	}
 	free(sp->pointer);
-	msgpack_unpacked_destroy(&sp->equals_up);
 	free(sp->equals);
 	free(sp->regex);
 	pcre2_match_data_free((pcre2_match_data *)sp->md);

@@ -64,7 +64,6 @@ struct td_kafka_spec {
 	char *pointer;                /* filter: RFC 6901 pointer, or NULL */
 	char *equals;                 /* ...and the msgpack value it must equal */
 	size_t equals_len;
-	msgpack_unpacked equals_up;   /* @equals unpacked once */
 	char *regex;                  /* filter: PCRE2 pattern on the value */
 	size_t regex_len;
 	struct pcre2_real_code_8 *re;
