@@ -126,7 +126,7 @@ bench-waits)
 	exec ./build/bench/bench_waits "$@"
 	;;
 *)
-	sed -n '2,12p' "$0"
+	sed -n '2,14p' "$0"
 	exit 2
 	;;
 esac
