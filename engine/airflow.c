@@ -114,6 +114,25 @@ static int moment_ms(const msgpack_object *m, int64_t *out, char *err, size_t er
 	return TD_EINVAL_SPEC;
 }
 
+/* Refuse kwargs not in @known (@n names) of class @cls ("a FileTrigger"). */
+static int only_known(const msgpack_object *kw, const char *const *known, size_t n,
+		      const char *cls, char *err, size_t errlen)
+{
+	for (uint32_t i = 0; i < kw->via.map.size; i++) {
+		const msgpack_object *k = &kw->via.map.ptr[i].key;
+		bool found = false;
+		for (size_t j = 0; j < n; j++)
+			found |= td_mp_str_is(k, known[j]);
+		if (!found) {
+			snprintf(err, errlen, "kwargs.%.*s: not %s argument",
+				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
+				       k->via.str.size : 0), k->via.str.ptr, cls);
+			return TD_EINVAL_SPEC;
+		}
+	}
+	return 0;
+}
+
 static int datetime_trigger(const msgpack_object *spec, const msgpack_object *kw,
 			    msgpack_packer *pk, char *err, size_t errlen)
 {
@@ -122,15 +141,10 @@ static int datetime_trigger(const msgpack_object *spec, const msgpack_object *kw
 		snprintf(err, errlen, "kwargs.moment: required");
 		return TD_EINVAL_SPEC;
 	}
-	for (uint32_t i = 0; i < kw->via.map.size; i++) {
-		const msgpack_object *k = &kw->via.map.ptr[i].key;
-		if (!td_mp_str_is(k, "moment") && !td_mp_str_is(k, "end_from_trigger")) {
-			snprintf(err, errlen, "kwargs.%.*s: not a DateTimeTrigger argument",
-				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
-				       k->via.str.size : 0), k->via.str.ptr);
-			return TD_EINVAL_SPEC;
-		}
-	}
+	static const char *const known[] = {"moment", "end_from_trigger"};
+	int kr = only_known(kw, known, TD_ARRAY_LEN(known), "a DateTimeTrigger", err, errlen);
+	if (kr)
+		return kr;
 	int64_t at;
 	int rc = moment_ms(moment, &at, err, errlen);
 	if (rc)
@@ -157,18 +171,9 @@ static int http_sensor_trigger(const msgpack_object *spec, const msgpack_object 
 {
 	static const char *const known[] = {"endpoint", "http_conn_id", "method", "data",
 					    "headers", "extra_options", "poke_interval"};
-	for (uint32_t i = 0; i < kw->via.map.size; i++) {
-		const msgpack_object *k = &kw->via.map.ptr[i].key;
-		bool found = false;
-		for (size_t j = 0; j < TD_ARRAY_LEN(known); j++)
-			found |= td_mp_str_is(k, known[j]);
-		if (!found) {
-			snprintf(err, errlen, "kwargs.%.*s: not an HttpSensorTrigger argument",
-				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
-				       k->via.str.size : 0), k->via.str.ptr);
-			return TD_EINVAL_SPEC;
-		}
-	}
+	int kr = only_known(kw, known, TD_ARRAY_LEN(known), "an HttpSensorTrigger", err, errlen);
+	if (kr)
+		return kr;
 	const msgpack_object *endpoint = get(kw, "endpoint"), *conn = get(kw, "http_conn_id");
 	const msgpack_object *method = get(kw, "method"), *data = get(kw, "data");
 	const msgpack_object *headers = get(kw, "headers"), *poke = get(kw, "poke_interval");
@@ -245,18 +250,9 @@ static int file_trigger(const msgpack_object *spec, const msgpack_object *kw,
 {
 	static const char *const known[] = {"filepath", "recursive", "poke_interval",
 					    "poll_interval"};
-	for (uint32_t i = 0; i < kw->via.map.size; i++) {
-		const msgpack_object *k = &kw->via.map.ptr[i].key;
-		bool found = false;
-		for (size_t j = 0; j < TD_ARRAY_LEN(known); j++)
-			found |= td_mp_str_is(k, known[j]);
-		if (!found) {
-			snprintf(err, errlen, "kwargs.%.*s: not a FileTrigger argument",
-				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
-				       k->via.str.size : 0), k->via.str.ptr);
-			return TD_EINVAL_SPEC;
-		}
-	}
+	int kr = only_known(kw, known, TD_ARRAY_LEN(known), "a FileTrigger", err, errlen);
+	if (kr)
+		return kr;
 	const msgpack_object *path = get(kw, "filepath"), *rec = get(kw, "recursive");
 	const msgpack_object *poke = get(kw, "poke_interval");
 	if (!poke || poke->type == MSGPACK_OBJECT_NIL)
@@ -314,18 +310,9 @@ static int kafka_await_trigger(const msgpack_object *spec, const msgpack_object 
 		"topics", "apply_function", "apply_function_args", "apply_function_kwargs",
 		"kafka_config_id", "poll_timeout", "poll_interval", "commit_offset",
 	};
-	for (uint32_t i = 0; i < kw->via.map.size; i++) {
-		const msgpack_object *k = &kw->via.map.ptr[i].key;
-		bool found = false;
-		for (size_t j = 0; j < TD_ARRAY_LEN(known); j++)
-			found |= td_mp_str_is(k, known[j]);
-		if (!found) {
-			snprintf(err, errlen, "kwargs.%.*s: not an AwaitMessageTrigger argument",
-				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
-				       k->via.str.size : 0), k->via.str.ptr);
-			return TD_EINVAL_SPEC;
-		}
-	}
+	int kr = only_known(kw, known, TD_ARRAY_LEN(known), "an AwaitMessageTrigger", err, errlen);
+	if (kr)
+		return kr;
 	const msgpack_object *fn = get(kw, "apply_function");
 	if (fn && fn->type != MSGPACK_OBJECT_NIL &&
 	    !(fn->type == MSGPACK_OBJECT_STR && fn->via.str.size == 0)) {
@@ -403,17 +390,12 @@ static int redis_trigger(const msgpack_object *spec, const msgpack_object *kw,
 			 msgpack_packer *pk, char *err, size_t errlen, bool list)
 {
 	const char *what = list ? "lists" : "channels", *pace = list ? "timeout" : "poll_interval";
-	for (uint32_t i = 0; i < kw->via.map.size; i++) {
-		const msgpack_object *k = &kw->via.map.ptr[i].key;
-		if (!td_mp_str_is(k, what) && !td_mp_str_is(k, "redis_conn_id") &&
-		    !td_mp_str_is(k, pace)) {
-			snprintf(err, errlen, "kwargs.%.*s: not an %s argument",
-				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
-				       k->via.str.size : 0), k->via.str.ptr,
-				 list ? "AwaitMessageFromListTrigger" : "AwaitMessageTrigger");
-			return TD_EINVAL_SPEC;
-		}
-	}
+	const char *const known[] = {what, "redis_conn_id", pace};
+	int kr = only_known(kw, known, TD_ARRAY_LEN(known),
+			   list ? "an AwaitMessageFromListTrigger" : "an AwaitMessageTrigger",
+			   err, errlen);
+	if (kr)
+		return kr;
 	const msgpack_object *names = get(kw, what), *conn = get(kw, "redis_conn_id");
 	const msgpack_object *p = get(kw, pace);
 	if (!names || (names->type != MSGPACK_OBJECT_STR && names->type != MSGPACK_OBJECT_ARRAY)) {

@@ -89,6 +89,11 @@ unsigned td_kind_index(const struct td_kind *k);
 /** The kind at registry index @i, or NULL past the last. */
 const struct td_kind *td_kind_at(unsigned i);
 
+/** FNV-1a over @n bytes, then a final mix so low bits depend on all. The
+ * id table's hash; also the webhook path table and delivery occurrence
+ * keys (stored in Redis: do not change it lightly). */
+uint64_t td_hash_bytes(const char *s, size_t n);
+
 /* The id -> trigger table: chained hashing, power-of-two buckets. */
 struct td_table {
 	struct td_trigger **buckets;

@@ -20,7 +20,7 @@
 
 /* ---- table ----------------------------------------------------------- */
 
-static uint64_t hash_id(const char *s, size_t n)
+uint64_t td_hash_bytes(const char *s, size_t n)
 {
 	/* FNV-1a, then a final mix so low bits (the bucket) depend on all. */
 	uint64_t h = 0xcbf29ce484222325ULL;
@@ -51,7 +51,7 @@ void td_table_finish(struct td_table *tb)
 
 struct td_trigger *td_table_get(const struct td_table *tb, const char *id, size_t len)
 {
-	struct td_trigger *t = tb->buckets[hash_id(id, len) & (tb->nbuckets - 1)];
+	struct td_trigger *t = tb->buckets[td_hash_bytes(id, len) & (tb->nbuckets - 1)];
 	for (; t; t = t->hnext)
 		if (t->id_len == len && memcmp(td_trigger_idp(t), id, len) == 0)
 			return t;
@@ -68,7 +68,7 @@ static int grow(struct td_table *tb)
 		struct td_trigger *t = tb->buckets[i];
 		while (t) {
 			struct td_trigger *next = t->hnext;
-			size_t j = hash_id(td_trigger_idp(t), t->id_len) & (n - 1);
+			size_t j = td_hash_bytes(td_trigger_idp(t), t->id_len) & (n - 1);
 			t->hnext = b[j];
 			b[j] = t;
 			t = next;
@@ -86,7 +86,7 @@ int td_table_put(struct td_table *tb, struct td_trigger *t)
 	 * only makes chains longer. */
 	if (tb->count >= tb->nbuckets)
 		(void)grow(tb);
-	size_t j = hash_id(td_trigger_idp(t), t->id_len) & (tb->nbuckets - 1);
+	size_t j = td_hash_bytes(td_trigger_idp(t), t->id_len) & (tb->nbuckets - 1);
 	t->hnext = tb->buckets[j];
 	tb->buckets[j] = t;
 	tb->count++;
@@ -96,7 +96,7 @@ int td_table_put(struct td_table *tb, struct td_trigger *t)
 
 void td_table_del(struct td_table *tb, struct td_trigger *t)
 {
-	struct td_trigger **p = &tb->buckets[hash_id(td_trigger_idp(t), t->id_len) &
+	struct td_trigger **p = &tb->buckets[td_hash_bytes(td_trigger_idp(t), t->id_len) &
 					     (tb->nbuckets - 1)];
 	for (; *p; p = &(*p)->hnext) {
 		if (*p == t) {

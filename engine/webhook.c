@@ -131,21 +131,9 @@ struct td_hooks {
 
 /* ---- registry ------------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 0x100000001b3ULL;
-	}
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	return h ^ (h >> 32);
-}
-
 static struct td_hook_path **slot(struct td_hooks *h, const char *p, size_t n)
 {
-	struct td_hook_path **pp = &h->buckets[hash_bytes(p, n) & (h->nbuckets - 1)];
+	struct td_hook_path **pp = &h->buckets[td_hash_bytes(p, n) & (h->nbuckets - 1)];
 	for (; *pp; pp = &(*pp)->hnext)
 		if ((*pp)->len == n && memcmp((*pp)->path, p, n) == 0)
 			break;
@@ -166,7 +154,7 @@ static void grow(struct td_hooks *h)
 	for (size_t i = 0; i < h->nbuckets; i++) {
 		for (struct td_hook_path *e = h->buckets[i], *next; e; e = next) {
 			next = e->hnext;
-			size_t j = hash_bytes(e->path, e->len) & (n - 1);
+			size_t j = td_hash_bytes(e->path, e->len) & (n - 1);
 			e->hnext = b[j];
 			b[j] = e;
 		}
@@ -803,7 +791,7 @@ static void exists_cb(redisAsyncContext *ac, void *reply, void *priv)
 static uint64_t occurrence_of(struct td_hooks *h, const char *did, size_t n)
 {
 	if (did)
-		return hash_bytes(did, n) | 1; /* same id, same key, anywhere */
+		return td_hash_bytes(did, n) | 1; /* same id, same key, anywhere */
 	/* No id: unique per delivery, increasing across restarts. */
 	uint64_t us = (uint64_t)(td_wall_ns() / 1000);
 	h->last_occ = us > h->last_occ ? us : h->last_occ + 1;
