@@ -36,16 +36,6 @@ static bool in_list(const char *const *l, size_t n, const char *s)
 	return false;
 }
 
-__attribute__((format(printf, 3, 4)))
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return TD_EINVAL_SPEC;
-}
-
 int td_kconf_no_conn(const char *conn_id, char *err, size_t errlen)
 {
 	char upper[TD_CONN_ID_MAX + 1];
@@ -55,7 +45,7 @@ int td_kconf_no_conn(const char *conn_id, char *err, size_t errlen)
 		upper[i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
 	}
 	upper[i] = '\0';
-	return bad(err, errlen, "args.conn: no connection '%s' (set AIRFLOW_CONN_%s or add it to "
+	return td_spec_err(err, errlen, "args.conn: no connection '%s' (set AIRFLOW_CONN_%s or add it to "
 		   "--connections-file)", conn_id, upper);
 }
 
@@ -77,7 +67,7 @@ int td_kconf_build(const struct td_conns *cs, const struct td_conn *cn, const ch
 	rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof(errstr));
 	if (msgpack_unpack_next(&up, cn->extra, cn->extra_len, &off) != MSGPACK_UNPACK_SUCCESS ||
 	    up.data.type != MSGPACK_OBJECT_MAP) {
-		rc = bad(err, errlen, "args.conn: connection '%s': extra is not a map", cn->id);
+		rc = td_spec_err(err, errlen, "args.conn: connection '%s': extra is not a map", cn->id);
 		goto out;
 	}
 	for (uint32_t i = 0; i < up.data.via.map.size && !rc; i++) {
@@ -85,7 +75,7 @@ int td_kconf_build(const struct td_conns *cs, const struct td_conn *cn, const ch
 		const msgpack_object *v = &up.data.via.map.ptr[i].val;
 		if (k->type != MSGPACK_OBJECT_STR || k->via.str.size == 0 ||
 		    k->via.str.size >= sizeof(name)) {
-			rc = bad(err, errlen, "args.conn: connection '%s': extra has a key that is not a config name",
+			rc = td_spec_err(err, errlen, "args.conn: connection '%s': extra has a key that is not a config name",
 				 cn->id);
 			break;
 		}
@@ -97,7 +87,7 @@ int td_kconf_build(const struct td_conns *cs, const struct td_conn *cn, const ch
 		switch (v->type) {
 		case MSGPACK_OBJECT_STR:
 			if (v->via.str.size >= sizeof(val) || memchr(v->via.str.ptr, '\0', v->via.str.size)) {
-				rc = bad(err, errlen, "args.conn: connection '%s': extra.%s: value too long",
+				rc = td_spec_err(err, errlen, "args.conn: connection '%s': extra.%s: value too long",
 					 cn->id, name);
 				continue;
 			}
@@ -118,7 +108,7 @@ int td_kconf_build(const struct td_conns *cs, const struct td_conn *cn, const ch
 			snprintf(val, sizeof(val), "%.17g", v->via.f64);
 			break;
 		default:
-			rc = bad(err, errlen, "args.conn: connection '%s': extra.%s: expected a string, number or boolean",
+			rc = td_spec_err(err, errlen, "args.conn: connection '%s': extra.%s: expected a string, number or boolean",
 				 cn->id, name);
 			continue;
 		}
@@ -131,7 +121,7 @@ int td_kconf_build(const struct td_conns *cs, const struct td_conn *cn, const ch
 			/* librdkafka's message may quote the value: mask secrets. */
 			char masked[512];
 			const char *m = cs ? td_conn_mask(cs, errstr, masked, sizeof(masked)) : errstr;
-			rc = bad(err, errlen, "args.conn: connection '%s': extra.%s: %s", cn->id, name, m);
+			rc = td_spec_err(err, errlen, "args.conn: connection '%s': extra.%s: %s", cn->id, name, m);
 		}
 		if (!strcmp(name, "bootstrap.servers") || !strcmp(name, "metadata.broker.list"))
 			have_bs = val[0] != '\0';
@@ -146,9 +136,9 @@ int td_kconf_build(const struct td_conns *cs, const struct td_conn *cn, const ch
 				snprintf(val, sizeof(val), "%s", cn->host);
 			if (rd_kafka_conf_set(conf, "bootstrap.servers", val, errstr, sizeof(errstr)) !=
 			    RD_KAFKA_CONF_OK)
-				rc = bad(err, errlen, "args.conn: connection '%s': host: %s", cn->id, errstr);
+				rc = td_spec_err(err, errlen, "args.conn: connection '%s': host: %s", cn->id, errstr);
 		} else {
-			rc = bad(err, errlen, "args.conn: connection '%s' has no bootstrap.servers in its extra "
+			rc = td_spec_err(err, errlen, "args.conn: connection '%s' has no bootstrap.servers in its extra "
 				 "(Airflow's Kafka connection keeps the librdkafka config there)", cn->id);
 		}
 	}
@@ -161,10 +151,10 @@ int td_kconf_build(const struct td_conns *cs, const struct td_conn *cn, const ch
 		for (size_t i = 0; i < TD_ARRAY_LEN(set) && !rc; i++)
 			if (rd_kafka_conf_set(conf, set[i][0], set[i][1], errstr, sizeof(errstr)) !=
 			    RD_KAFKA_CONF_OK)
-				rc = bad(err, errlen, "args.conn: %s", errstr);
+				rc = td_spec_err(err, errlen, "args.conn: %s", errstr);
 		if (!rc && group &&
 		    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
-			rc = bad(err, errlen, "args.group_id: %s", errstr);
+			rc = td_spec_err(err, errlen, "args.group_id: %s", errstr);
 	}
 out:
 	explicit_bzero(val, sizeof(val));

@@ -2,6 +2,7 @@
  * Specs and events: validation of the submission envelope (the kind checks
  * its own args), the stored form kept in td:triggers, and the event map.
  */
+#include <stdarg.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -384,4 +385,24 @@ void td_event_pack(const struct td_event *ev, msgpack_packer *pk)
 		pack_key(pk, "due_at_ms");
 		msgpack_pack_int64(pk, ev->due_at_ms);
 	}
+}
+
+int td_spec_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return TD_EINVAL_SPEC;
+}
+
+char *td_memdup0(const char *p, size_t n)
+{
+	char *d = malloc(n + 1);
+	if (d) {
+		if (n)
+			memcpy(d, p, n);
+		d[n] = '\0';
+	}
+	return d;
 }

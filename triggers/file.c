@@ -86,21 +86,11 @@ static inline const struct td_fs_pattern *spec_pat(const struct file_spec *sp)
 	return (const struct td_fs_pattern *)(const void *)sp->pat;
 }
 
-__attribute__((format(printf, 3, 4)))
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return TD_EINVAL_SPEC;
-}
-
 static int get_uint(const msgpack_object *v, const char *name, uint64_t lo, uint64_t hi,
 		    uint64_t *out, char *err, size_t errlen)
 {
 	if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < lo || v->via.u64 > hi)
-		return bad(err, errlen, "args.%s: expected an integer %llu..%llu", name,
+		return td_spec_err(err, errlen, "args.%s: expected an integer %llu..%llu", name,
 			   (unsigned long long)lo, (unsigned long long)hi);
 	*out = v->via.u64;
 	return 0;
@@ -115,7 +105,7 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 	struct file_state *fs = td_trigger_state(t);
 	memset(fs, 0, sizeof(*fs));
 	if (!args || args->type != MSGPACK_OBJECT_MAP)
-		return bad(err, errlen, "args: required map with at least \"path\"");
+		return td_spec_err(err, errlen, "args: required map with at least \"path\"");
 	const msgpack_object *path = NULL, *payload = NULL;
 	bool recursive = false;
 	uint64_t min_size = 0, stable_ms = 0, poll_ms = DEFAULT_POLL_MS;
@@ -128,14 +118,14 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 		const char *kp = k->type == MSGPACK_OBJECT_STR ? k->via.str.ptr : "";
 		for (uint32_t j = 0; j < i; j++)
 			if (msgpack_object_equal(*k, args->via.map.ptr[j].key))
-				return bad(err, errlen, "args.%.*s: given twice", kl, kp);
+				return td_spec_err(err, errlen, "args.%.*s: given twice", kl, kp);
 		if (td_mp_str_is(k, "path")) {
 			if (v->type != MSGPACK_OBJECT_STR)
-				return bad(err, errlen, "args.path: expected a string (an absolute path or glob)");
+				return td_spec_err(err, errlen, "args.path: expected a string (an absolute path or glob)");
 			path = v;
 		} else if (td_mp_str_is(k, "recursive")) {
 			if (v->type != MSGPACK_OBJECT_BOOLEAN)
-				return bad(err, errlen, "args.recursive: expected true or false");
+				return td_spec_err(err, errlen, "args.recursive: expected true or false");
 			recursive = v->via.boolean;
 		} else if (td_mp_str_is(k, "min_size")) {
 			rc = get_uint(v, "min_size", 0, INT64_MAX, &min_size, err, errlen);
@@ -147,19 +137,19 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 		} else if (td_mp_str_is(k, "success_payload")) {
 			payload = v;
 		} else {
-			return bad(err, errlen, "args.%.*s: unknown field (expected path, recursive, "
+			return td_spec_err(err, errlen, "args.%.*s: unknown field (expected path, recursive, "
 				   "min_size, stable_ms, poll_interval_ms, success_payload)", kl, kp);
 		}
 	}
 	if (rc)
 		return rc;
 	if (!path)
-		return bad(err, errlen, "args.path: required (an absolute path or glob)");
+		return td_spec_err(err, errlen, "args.path: required (an absolute path or glob)");
 	size_t psize;
 	char why[128];
 	if (td_fs_pattern_size(path->via.str.ptr, path->via.str.size, recursive, &psize, why,
 			       sizeof(why)))
-		return bad(err, errlen, "args.path: %s", why);
+		return td_spec_err(err, errlen, "args.path: %s", why);
 	msgpack_sbuffer pl;
 	msgpack_sbuffer_init(&pl);
 	if (payload) {
@@ -171,7 +161,7 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 	struct file_spec *sp = malloc(sizeof(*sp) + psize + pl.size);
 	if (!sp) {
 		msgpack_sbuffer_destroy(&pl);
-		bad(err, errlen, "args: out of memory");
+		td_spec_err(err, errlen, "args: out of memory");
 		return -ENOMEM;
 	}
 	sp->min_size = (int64_t)min_size;

@@ -150,23 +150,13 @@ static void conf_free(struct conf *c)
 	free(c);
 }
 
-__attribute__((format(printf, 3, 4)))
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return TD_EINVAL_SPEC;
-}
-
 /* An array of statuses (100..599) and classes ("1xx".."5xx"). */
 static int get_statuses(const msgpack_object *v, const char *name, uint16_t **out,
 			uint32_t *n, uint8_t *classes, char *err, size_t errlen)
 {
 	if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 ||
 	    v->via.array.size > 100)
-		return bad(err, errlen, "args.%s: expected an array of 1..100 HTTP statuses", name);
+		return td_spec_err(err, errlen, "args.%s: expected an array of 1..100 HTTP statuses", name);
 	*out = calloc(v->via.array.size, sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
@@ -181,7 +171,7 @@ static int get_statuses(const msgpack_object *v, const char *name, uint16_t **ou
 		}
 		if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 < 100 ||
 		    e->via.u64 > 599)
-			return bad(err, errlen, "args.%s: entries must be statuses 100..599 or \"1xx\"..\"5xx\"", name);
+			return td_spec_err(err, errlen, "args.%s: entries must be statuses 100..599 or \"1xx\"..\"5xx\"", name);
 		(*out)[(*n)++] = (uint16_t)e->via.u64;
 	}
 	return 0;
@@ -204,7 +194,7 @@ static int get_ms(const msgpack_object *v, const char *name, int64_t lo, int64_t
 static int check_url(struct conf *c, const char *field, char *err, size_t errlen)
 {
 	if (strncasecmp(c->url, "http://", 7) && strncasecmp(c->url, "https://", 8))
-		return bad(err, errlen, "args.%s: only http:// and https:// URLs", field);
+		return td_spec_err(err, errlen, "args.%s: only http:// and https:// URLs", field);
 	CURLU *u = curl_url();
 	CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, c->url, 0) : CURLUE_OUT_OF_MEMORY;
 	if (uc == CURLUE_OK) {
@@ -216,9 +206,9 @@ static int check_url(struct conf *c, const char *field, char *err, size_t errlen
 	}
 	curl_url_cleanup(u);
 	if (uc != CURLUE_OK)
-		return bad(err, errlen, "args.%s: %s", field, curl_url_strerror(uc));
+		return td_spec_err(err, errlen, "args.%s: %s", field, curl_url_strerror(uc));
 	if (td_ratelimit_key_from_url(c->url, c->rl_key, sizeof(c->rl_key)) != 0)
-		return bad(err, errlen, "args.%s: cannot derive a host key", field);
+		return td_spec_err(err, errlen, "args.%s: cannot derive a host key", field);
 	return 0;
 }
 
@@ -232,7 +222,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 	c->timeout_ms = DEFAULT_TIMEOUT_MS;
 	c->max_body = DEFAULT_MAX_BODY;
 	if (args->type != MSGPACK_OBJECT_MAP)
-		return bad(err, errlen, "args: required: %s", "url");
+		return td_spec_err(err, errlen, "args: required: %s", "url");
 	/* A key given twice would leak (or silently override) what the
 	 * first one set: refuse it. */
 	for (uint32_t i = 0; i < args->via.map.size; i++)
@@ -240,7 +230,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 			const msgpack_object *a = &args->via.map.ptr[i].key;
 			const msgpack_object *b = &args->via.map.ptr[j].key;
 			if (a->type == MSGPACK_OBJECT_STR && msgpack_object_equal(*a, *b))
-				return bad(err, errlen, "args.%.*s: given twice",
+				return td_spec_err(err, errlen, "args.%.*s: given twice",
 					   (int)(a->via.str.size < 64 ? a->via.str.size : 64),
 					   a->via.str.ptr);
 		}
@@ -250,17 +240,17 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 		if (td_mp_str_is(k, "conn")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size == 0 ||
 			    val->via.str.size > TD_CONN_ID_MAX)
-				return bad(err, errlen, "args.%s: expected a connection id", "conn");
+				return td_spec_err(err, errlen, "args.%s: expected a connection id", "conn");
 			if (!(c->conn_id = dup_str(val)))
 				return -ENOMEM;
 		} else if (td_mp_str_is(k, "endpoint")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > 8192)
-				return bad(err, errlen, "args.%s: expected a string", "endpoint");
+				return td_spec_err(err, errlen, "args.%s: expected a string", "endpoint");
 			endpoint = val;
 		} else if (td_mp_str_is(k, "url")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size == 0 ||
 			    val->via.str.size > 8192)
-				return bad(err, errlen, "args.%s: expected a URL string", "url");
+				return td_spec_err(err, errlen, "args.%s: expected a URL string", "url");
 			if (!(c->url = dup_str(val)))
 				return -ENOMEM;
 		} else if (td_mp_str_is(k, "method")) {
@@ -271,25 +261,25 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 					found |= val->via.str.size == strlen(ok[j]) &&
 						 !strncasecmp(val->via.str.ptr, ok[j], strlen(ok[j]));
 			if (!found)
-				return bad(err, errlen, "args.%s: expected GET, POST, PUT, PATCH, DELETE or HEAD", "method");
+				return td_spec_err(err, errlen, "args.%s: expected GET, POST, PUT, PATCH, DELETE or HEAD", "method");
 			if (!(c->method = dup_str(val)))
 				return -ENOMEM;
 			for (char *p = c->method; *p; p++)
 				*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
 		} else if (td_mp_str_is(k, "headers")) {
 			if (val->type != MSGPACK_OBJECT_MAP)
-				return bad(err, errlen, "args.%s: expected a map of strings", "headers");
+				return td_spec_err(err, errlen, "args.%s: expected a map of strings", "headers");
 			for (uint32_t j = 0; j < val->via.map.size; j++) {
 				const msgpack_object *hk = &val->via.map.ptr[j].key;
 				const msgpack_object *hv = &val->via.map.ptr[j].val;
 				if (hk->type != MSGPACK_OBJECT_STR || hv->type != MSGPACK_OBJECT_STR ||
 				    hk->via.str.size == 0 || hk->via.str.size + hv->via.str.size > 8000)
-					return bad(err, errlen, "args.%s: expected a map of strings", "headers");
+					return td_spec_err(err, errlen, "args.%s: expected a map of strings", "headers");
 				char line[8200];
 				snprintf(line, sizeof(line), "%.*s: %.*s", (int)hk->via.str.size,
 					 hk->via.str.ptr, (int)hv->via.str.size, hv->via.str.ptr);
 				if (strpbrk(line, "\r\n"))
-					return bad(err, errlen, "args.%s: no CR or LF in header names or values", "headers");
+					return td_spec_err(err, errlen, "args.%s: no CR or LF in header names or values", "headers");
 				struct curl_slist *l = curl_slist_append(c->headers, line);
 				if (!l)
 					return -ENOMEM;
@@ -297,7 +287,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 			}
 		} else if (td_mp_str_is(k, "body")) {
 			if (val->type != MSGPACK_OBJECT_STR)
-				return bad(err, errlen, "args.%s: expected a string", "body");
+				return td_spec_err(err, errlen, "args.%s: expected a string", "body");
 			if (!(c->body = dup_str(val)))
 				return -ENOMEM;
 			c->body_len = val->via.str.size;
@@ -329,7 +319,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 			c->payload_mp = pack_copy(val, &c->payload_len);
 		} else if (td_mp_str_is(k, "body_regex")) {
 			if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > 4096)
-				return bad(err, errlen, "args.%s: expected a PCRE2 pattern string", "body_regex");
+				return td_spec_err(err, errlen, "args.%s: expected a PCRE2 pattern string", "body_regex");
 			int ec;
 			PCRE2_SIZE eo;
 			c->re = pcre2_compile((PCRE2_SPTR)val->via.str.ptr, val->via.str.size,
@@ -348,7 +338,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 		} else if (td_mp_str_is(k, "json_pointer")) {
 			if (val->type != MSGPACK_OBJECT_STR ||
 			    (val->via.str.size > 0 && val->via.str.ptr[0] != '/'))
-				return bad(err, errlen, "args.%s: expected an RFC 6901 pointer (\"\" or starting with /)", "json_pointer");
+				return td_spec_err(err, errlen, "args.%s: expected an RFC 6901 pointer (\"\" or starting with /)", "json_pointer");
 			if (!(c->pointer = dup_str(val)))
 				return -ENOMEM;
 		} else if (td_mp_str_is(k, "equals")) {
@@ -362,7 +352,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 		}
 	}
 	if (c->url && (c->conn_id || endpoint))
-		return bad(err, errlen, "args.%s: give either url or conn + endpoint", "url");
+		return td_spec_err(err, errlen, "args.%s: give either url or conn + endpoint", "url");
 	if (c->conn_id) {
 		const struct td_conn *cn = conns ? td_conns_get(conns, c->conn_id) : NULL;
 		if (!cn) {
@@ -373,7 +363,7 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 				upper[i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
 			}
 			upper[i] = '\0';
-			return bad(err, errlen, "args.conn: no connection '%s' (set AIRFLOW_CONN_%s or "
+			return td_spec_err(err, errlen, "args.conn: no connection '%s' (set AIRFLOW_CONN_%s or "
 				   "add it to --connections-file)", c->conn_id, upper);
 		}
 		char buf[8448];
@@ -382,20 +372,20 @@ static int parse_conf(struct conf *c, const msgpack_object *args, const struct t
 			snprintf(ep, sizeof(ep), "%.*s", (int)endpoint->via.str.size,
 				 endpoint->via.str.ptr);
 		if (td_conn_http_url(cn, ep, buf, sizeof(buf)) != 0)
-			return bad(err, errlen, "args.%s: URL too long", "endpoint");
+			return td_spec_err(err, errlen, "args.%s: URL too long", "endpoint");
 		if (!(c->url = strdup(buf)))
 			return -ENOMEM;
 		if ((rc = check_url(c, "conn", err, errlen)))
 			return rc;
 	} else if (!c->url) {
-		return bad(err, errlen, "args.%s: required (or conn + endpoint)", "url");
+		return td_spec_err(err, errlen, "args.%s: required (or conn + endpoint)", "url");
 	} else if ((rc = check_url(c, "url", err, errlen))) {
 		return rc;
 	}
 	if (!c->method && !(c->method = strdup(c->body ? "POST" : "GET")))
 		return -ENOMEM;
 	if (!!c->pointer != !!equals)
-		return bad(err, errlen, "args.%s: json_pointer and equals go together", "equals");
+		return td_spec_err(err, errlen, "args.%s: json_pointer and equals go together", "equals");
 	if (equals)
 		c->equals_mp = pack_copy(equals, &c->equals_len);
 	c->args_mp = pack_copy(args, &c->args_len);

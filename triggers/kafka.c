@@ -46,27 +46,6 @@
 #define HEADER_VALUE_MAX 65536
 #define MAX_MAX_VALUE (16u << 20)
 
-__attribute__((format(printf, 3, 4)))
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return TD_EINVAL_SPEC;
-}
-
-static char *dup_mem(const char *p, size_t n)
-{
-	char *d = malloc(n + 1);
-	if (d) {
-		if (n)
-			memcpy(d, p, n);
-		d[n] = '\0';
-	}
-	return d;
-}
-
 static int field(const msgpack_object *k)
 {
 	return k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ? (int)k->via.str.size : 0;
@@ -95,19 +74,19 @@ static bool topic_ok(const char *p, size_t n)
 static int add_topic(struct td_kafka_spec *sp, const msgpack_object *o, char *err, size_t errlen)
 {
 	if (o->type != MSGPACK_OBJECT_STR)
-		return bad(err, errlen, "args.topics: expected topic names (strings)");
+		return td_spec_err(err, errlen, "args.topics: expected topic names (strings)");
 	if (o->via.str.size && o->via.str.ptr[0] == '^')
-		return bad(err, errlen, "args.topics: topic patterns (^regex) are not supported; list the topics");
+		return td_spec_err(err, errlen, "args.topics: topic patterns (^regex) are not supported; list the topics");
 	if (!topic_ok(o->via.str.ptr, o->via.str.size))
-		return bad(err, errlen, "args.topics: '%.*s' is not a topic name (1..249 of [A-Za-z0-9._-])",
+		return td_spec_err(err, errlen, "args.topics: '%.*s' is not a topic name (1..249 of [A-Za-z0-9._-])",
 			   (int)(o->via.str.size < 64 ? o->via.str.size : 64), o->via.str.ptr);
 	for (unsigned i = 0; i < sp->ntopics; i++)
 		if (strlen(sp->topics[i]) == o->via.str.size &&
 		    !memcmp(sp->topics[i], o->via.str.ptr, o->via.str.size))
 			return 0; /* listed twice: once is enough */
 	if (sp->ntopics >= TD_KAFKA_TOPICS_MAX)
-		return bad(err, errlen, "args.topics: at most %d topics", TD_KAFKA_TOPICS_MAX);
-	if (!(sp->topics[sp->ntopics] = dup_mem(o->via.str.ptr, o->via.str.size)))
+		return td_spec_err(err, errlen, "args.topics: at most %d topics", TD_KAFKA_TOPICS_MAX);
+	if (!(sp->topics[sp->ntopics] = td_memdup0(o->via.str.ptr, o->via.str.size)))
 		return -ENOMEM;
 	sp->ntopics++;
 	return 0;
@@ -119,7 +98,7 @@ static int parse_topics(struct td_kafka_spec *sp, const msgpack_object *v, char 
 	if (v->type == MSGPACK_OBJECT_STR)
 		return add_topic(sp, v, err, errlen);
 	if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0)
-		return bad(err, errlen, "args.topics: expected a topic name or a non-empty list of them");
+		return td_spec_err(err, errlen, "args.topics: expected a topic name or a non-empty list of them");
 	for (uint32_t i = 0; i < v->via.array.size; i++) {
 		int rc = add_topic(sp, &v->via.array.ptr[i], err, errlen);
 		if (rc)
@@ -133,23 +112,23 @@ static int parse_headers(struct td_kafka_spec *sp, const msgpack_object *v, char
 {
 	if (v->type != MSGPACK_OBJECT_MAP || v->via.map.size == 0 ||
 	    v->via.map.size > TD_KAFKA_HEADERS_MAX)
-		return bad(err, errlen, "args.headers: expected a map of 1..%d header names to string values",
+		return td_spec_err(err, errlen, "args.headers: expected a map of 1..%d header names to string values",
 			   TD_KAFKA_HEADERS_MAX);
 	for (uint32_t i = 0; i < v->via.map.size; i++) {
 		const msgpack_object *k = &v->via.map.ptr[i].key, *val = &v->via.map.ptr[i].val;
 		if (k->type != MSGPACK_OBJECT_STR || k->via.str.size == 0 || k->via.str.size > 255 ||
 		    memchr(k->via.str.ptr, '\0', k->via.str.size))
-			return bad(err, errlen, "args.headers: names must be 1..255 byte strings");
+			return td_spec_err(err, errlen, "args.headers: names must be 1..255 byte strings");
 		if (val->type != MSGPACK_OBJECT_STR || val->via.str.size > HEADER_VALUE_MAX)
-			return bad(err, errlen, "args.headers.%.*s: expected a string value", field(k),
+			return td_spec_err(err, errlen, "args.headers.%.*s: expected a string value", field(k),
 				   k->via.str.ptr);
 		for (uint32_t j = 0; j < i; j++)
 			if (msgpack_object_equal(*k, v->via.map.ptr[j].key))
-				return bad(err, errlen, "args.headers.%.*s: given twice", field(k),
+				return td_spec_err(err, errlen, "args.headers.%.*s: given twice", field(k),
 					   k->via.str.ptr);
 		struct td_kafka_header *h = &sp->headers[sp->nheaders];
-		if (!(h->name = dup_mem(k->via.str.ptr, k->via.str.size)) ||
-		    !(h->value = dup_mem(val->via.str.ptr, val->via.str.size))) {
+		if (!(h->name = td_memdup0(k->via.str.ptr, k->via.str.size)) ||
+		    !(h->value = td_memdup0(val->via.str.ptr, val->via.str.size))) {
 			free(h->name);
 			h->name = NULL;
 			return -ENOMEM;
@@ -163,7 +142,7 @@ static int parse_headers(struct td_kafka_spec *sp, const msgpack_object *v, char
 static int parse_regex(struct td_kafka_spec *sp, const msgpack_object *v, char *err, size_t errlen)
 {
 	if (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 || v->via.str.size > 4096)
-		return bad(err, errlen, "args.value_regex: expected a PCRE2 pattern string");
+		return td_spec_err(err, errlen, "args.value_regex: expected a PCRE2 pattern string");
 	int ec;
 	PCRE2_SIZE eo;
 	pcre2_code *re = pcre2_compile((PCRE2_SPTR)v->via.str.ptr, v->via.str.size,
@@ -171,7 +150,7 @@ static int parse_regex(struct td_kafka_spec *sp, const msgpack_object *v, char *
 	if (!re) {
 		char msg[120];
 		pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof(msg));
-		return bad(err, errlen, "args.value_regex: %s at offset %zu", msg, (size_t)eo);
+		return td_spec_err(err, errlen, "args.value_regex: %s at offset %zu", msg, (size_t)eo);
 	}
 	sp->re = (struct pcre2_real_code_8 *)re;
 	/* Every message on the topic is matched against it: JIT when
@@ -181,7 +160,7 @@ static int parse_regex(struct td_kafka_spec *sp, const msgpack_object *v, char *
 	pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
 	sp->mctx = (struct pcre2_real_match_context_8 *)mc;
 	sp->md = (struct pcre2_real_match_data_8 *)md;
-	if (!mc || !md || !(sp->regex = dup_mem(v->via.str.ptr, v->via.str.size)))
+	if (!mc || !md || !(sp->regex = td_memdup0(v->via.str.ptr, v->via.str.size)))
 		return -ENOMEM;
 	sp->regex_len = v->via.str.size;
 	pcre2_set_match_limit(mc, REGEX_MATCH_LIMIT);
@@ -200,7 +179,7 @@ static int parse_start(struct td_kafka_spec *sp, const msgpack_object *v, int64_
 		   v->via.u64 <= (uint64_t)TD_TIME_MAX_MS) {
 		sp->since_ms = (int64_t)v->via.u64;
 	} else {
-		return bad(err, errlen, "args.start: expected \"latest\", \"earliest\" or a unix time in ms");
+		return td_spec_err(err, errlen, "args.start: expected \"latest\", \"earliest\" or a unix time in ms");
 	}
 	return 0;
 }
@@ -213,11 +192,11 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 	int rc = 0;
 	sp->max_value = TD_KAFKA_DEFAULT_MAX_VALUE;
 	if (!args || args->type != MSGPACK_OBJECT_MAP)
-		return bad(err, errlen, "args: required map with at least \"conn\" and \"topics\"");
+		return td_spec_err(err, errlen, "args: required map with at least \"conn\" and \"topics\"");
 	for (uint32_t i = 0; i < args->via.map.size; i++)
 		for (uint32_t j = 0; j < i; j++)
 			if (msgpack_object_equal(args->via.map.ptr[i].key, args->via.map.ptr[j].key))
-				return bad(err, errlen, "args.%.*s: given twice",
+				return td_spec_err(err, errlen, "args.%.*s: given twice",
 					   field(&args->via.map.ptr[i].key),
 					   field_ptr(&args->via.map.ptr[i].key));
 	for (uint32_t i = 0; i < args->via.map.size && !rc; i++) {
@@ -226,7 +205,7 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 		if (td_mp_str_is(k, "conn")) {
 			if (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
 			    v->via.str.size > TD_CONN_ID_MAX || memchr(v->via.str.ptr, '\0', v->via.str.size))
-				rc = bad(err, errlen, "args.conn: expected a connection id");
+				rc = td_spec_err(err, errlen, "args.conn: expected a connection id");
 			conn = v;
 		} else if (td_mp_str_is(k, "topics")) {
 			rc = parse_topics(sp, v, err, errlen);
@@ -235,12 +214,12 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 			if (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
 			    v->via.str.size > TD_KAFKA_GROUP_MAX ||
 			    memchr(v->via.str.ptr, '\0', v->via.str.size))
-				rc = bad(err, errlen, "args.group_id: expected 1..%d bytes", TD_KAFKA_GROUP_MAX);
+				rc = td_spec_err(err, errlen, "args.group_id: expected 1..%d bytes", TD_KAFKA_GROUP_MAX);
 			group = v;
 		} else if (td_mp_str_is(k, "key")) {
 			if (v->type != MSGPACK_OBJECT_STR || v->via.str.size > KEY_MAX)
-				rc = bad(err, errlen, "args.key: expected a string (the key must equal it)");
-			else if (!(sp->key = dup_mem(v->via.str.ptr, v->via.str.size)))
+				rc = td_spec_err(err, errlen, "args.key: expected a string (the key must equal it)");
+			else if (!(sp->key = td_memdup0(v->via.str.ptr, v->via.str.size)))
 				rc = -ENOMEM;
 			sp->key_len = v->via.str.size;
 			sp->has_key = true;
@@ -250,8 +229,8 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 			if (v->type != MSGPACK_OBJECT_STR || v->via.str.size > 1024 ||
 			    (v->via.str.size && v->via.str.ptr[0] != '/') ||
 			    memchr(v->via.str.ptr, '\0', v->via.str.size))
-				rc = bad(err, errlen, "args.json_pointer: expected an RFC 6901 pointer (\"\" or starting with /)");
-			else if (!(sp->pointer = dup_mem(v->via.str.ptr, v->via.str.size)))
+				rc = td_spec_err(err, errlen, "args.json_pointer: expected an RFC 6901 pointer (\"\" or starting with /)");
+			else if (!(sp->pointer = td_memdup0(v->via.str.ptr, v->via.str.size)))
 				rc = -ENOMEM;
 		} else if (td_mp_str_is(k, "equals")) {
 			equals = v;
@@ -266,14 +245,14 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 			else if (td_mp_str_is(v, "value"))
 				sp->payload = TD_KAFKA_PAYLOAD_VALUE;
 			else
-				rc = bad(err, errlen, "args.payload: expected \"message\" or \"value\"");
+				rc = td_spec_err(err, errlen, "args.payload: expected \"message\" or \"value\"");
 		} else if (td_mp_str_is(k, "max_value")) {
 			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 > MAX_MAX_VALUE)
-				rc = bad(err, errlen, "args.max_value: expected bytes, 0..%u", MAX_MAX_VALUE);
+				rc = td_spec_err(err, errlen, "args.max_value: expected bytes, 0..%u", MAX_MAX_VALUE);
 			else
 				sp->max_value = (size_t)v->via.u64;
 		} else {
-			rc = bad(err, errlen, "args.%.*s: unknown field (expected conn, topics, group_id, key, "
+			rc = td_spec_err(err, errlen, "args.%.*s: unknown field (expected conn, topics, group_id, key, "
 				 "headers, json_pointer, equals, value_regex, start, payload, max_value)",
 				 field(k), field_ptr(k));
 		}
@@ -281,11 +260,11 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 	if (rc)
 		return rc;
 	if (!conn)
-		return bad(err, errlen, "args.conn: required (a Kafka connection id)");
+		return td_spec_err(err, errlen, "args.conn: required (a Kafka connection id)");
 	if (!have_topics)
-		return bad(err, errlen, "args.topics: required (a topic name or a list)");
+		return td_spec_err(err, errlen, "args.topics: required (a topic name or a list)");
 	if (!!sp->pointer != !!equals)
-		return bad(err, errlen, "args.%s: json_pointer and equals go together",
+		return td_spec_err(err, errlen, "args.%s: json_pointer and equals go together",
 			   sp->pointer ? "equals" : "json_pointer");
 	if (!have_start)
 		sp->since_ms = now_ms;
@@ -300,13 +279,13 @@ static int parse_args(struct td_trigger *t, struct td_kafka_spec *sp, const msgp
 		if (!sp->equals)
 			return -ENOMEM;
 	}
-	if (!(sp->conn = dup_mem(conn->via.str.ptr, conn->via.str.size)))
+	if (!(sp->conn = td_memdup0(conn->via.str.ptr, conn->via.str.size)))
 		return -ENOMEM;
 	struct td_shard *s = td_trigger_shard(t);
 	if ((rc = td_kwatch_check_conn(s, sp->conn, err, errlen)))
 		return rc;
 	if (group) {
-		sp->group = dup_mem(group->via.str.ptr, group->via.str.size);
+		sp->group = td_memdup0(group->via.str.ptr, group->via.str.size);
 		sp->group_given = true;
 	} else {
 		const char *g = td_kwatch_conn_group(s, sp->conn);

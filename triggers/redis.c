@@ -45,18 +45,6 @@
 #define MIN_INTERVAL_MS 10
 #define MAX_INTERVAL_MS 3600000
 
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return TD_EINVAL_SPEC;
-}
-
 /* The args a trigger gave, before the spec is built. */
 struct raw {
 	const msgpack_object *conn, *key, *equals, *channels, *patterns, *stream, *after,
@@ -78,18 +66,18 @@ static int get_names(const msgpack_object *o, const char *field, struct names *o
 		v = o->via.array.ptr;
 		n = o->via.array.size;
 		if (n == 0 || n + out->n > TD_RW_NAMES_MAX)
-			return bad(err, errlen, "args.%s: expected a string or a list of 1..%d strings",
+			return td_spec_err(err, errlen, "args.%s: expected a string or a list of 1..%d strings",
 				   field, TD_RW_NAMES_MAX);
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *s = &v[i];
 		if (s->type != MSGPACK_OBJECT_STR || s->via.str.size == 0 ||
 		    s->via.str.size > TD_RW_NAME_MAX)
-			return bad(err, errlen, "args.%s%s: expected a name of 1..%d bytes", field,
+			return td_spec_err(err, errlen, "args.%s%s: expected a name of 1..%d bytes", field,
 				   o->type == MSGPACK_OBJECT_ARRAY ? "[]" : "", TD_RW_NAME_MAX);
 		for (uint32_t j = 0; j < i; j++)
 			if (msgpack_object_equal(*s, v[j]))
-				return bad(err, errlen, "args.%s[%u]: given twice", field, i);
+				return td_spec_err(err, errlen, "args.%s[%u]: given twice", field, i);
 		out->v[out->n++] = s;
 	}
 	return 0;
@@ -131,7 +119,7 @@ static int parse_after(const msgpack_object *o, struct td_rw_spec *sp, char *err
 				return 0;
 		}
 	}
-	return bad(err, errlen, "args.after_id: expected \"$\" or a stream id \"<ms>-<seq>\"");
+	return td_spec_err(err, errlen, "args.after_id: expected \"$\" or a stream id \"<ms>-<seq>\"");
 }
 
 static const char *conn_id_of(const struct raw *r, char *buf, size_t len)
@@ -152,12 +140,12 @@ static int check_conn(struct td_trigger *t, const char *id, char *err, size_t er
 		for (; id[i] && i < TD_CONN_ID_MAX; i++)
 			upper[i] = (char)(id[i] >= 'a' && id[i] <= 'z' ? id[i] - 32 : id[i]);
 		upper[i] = '\0';
-		return bad(err, errlen, "args.conn: no connection '%s' (set AIRFLOW_CONN_%s or add "
+		return td_spec_err(err, errlen, "args.conn: no connection '%s' (set AIRFLOW_CONN_%s or add "
 			   "it to --connections-file)", id, upper);
 	}
 	char why[160];
 	if (td_rw_conn_check(c, why, sizeof(why)) != 0)
-		return bad(err, errlen, "args.conn: connection '%s': %s", id, why);
+		return td_spec_err(err, errlen, "args.conn: connection '%s': %s", id, why);
 	return 0;
 }
 
@@ -186,7 +174,7 @@ static int classify(const msgpack_object *args, struct raw *r, char *err, size_t
 		while (j < TD_ARRAY_LEN(fields) && !td_mp_str_is(k, fields[j].name))
 			j++;
 		if (j == TD_ARRAY_LEN(fields))
-			return bad(err, errlen, "args.%.*s: unknown field (expected conn, key, equals, "
+			return td_spec_err(err, errlen, "args.%.*s: unknown field (expected conn, key, equals, "
 				   "channels, patterns, stream, after_id, list, lists, pop, "
 				   "poll_interval_ms)",
 				   (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
@@ -195,7 +183,7 @@ static int classify(const msgpack_object *args, struct raw *r, char *err, size_t
 		const msgpack_object **slot =
 			(const msgpack_object **)(void *)((char *)r + fields[j].off);
 		if (*slot)
-			return bad(err, errlen, "args.%s: given twice", fields[j].name);
+			return td_spec_err(err, errlen, "args.%s: given twice", fields[j].name);
 		*slot = &args->via.map.ptr[i].val;
 	}
 	return 0;
@@ -207,21 +195,21 @@ static int parse_fields(struct td_trigger *t, const struct raw *r, struct names 
 	int modes = !!r->key + !!(r->channels || r->patterns) + !!r->stream +
 		    !!(r->list || r->lists);
 	if (modes != 1)
-		return bad(err, errlen, "args: give exactly one of key, channels/patterns, stream, "
+		return td_spec_err(err, errlen, "args: give exactly one of key, channels/patterns, stream, "
 			   "list/lists");
 	if (r->conn && (r->conn->type != MSGPACK_OBJECT_STR || r->conn->via.str.size == 0 ||
 			r->conn->via.str.size > TD_CONN_ID_MAX ||
 			memchr(r->conn->via.str.ptr, '\0', r->conn->via.str.size)))
-		return bad(err, errlen, "args.conn: expected a connection id");
+		return td_spec_err(err, errlen, "args.conn: expected a connection id");
 	int rc;
 	if (r->key) {
 		tmp->mode = TD_RW_KEY;
 		if ((rc = get_names(r->key, "key", nm, err, errlen)))
 			return rc;
 		if (r->key->type != MSGPACK_OBJECT_STR)
-			return bad(err, errlen, "args.key: expected a key name");
+			return td_spec_err(err, errlen, "args.key: expected a key name");
 		if (td_trigger_repeat(t))
-			return bad(err, errlen, "args.key: repeat is not supported for key waits (a key's "
+			return td_spec_err(err, errlen, "args.key: repeat is not supported for key waits (a key's "
 				   "state has no occurrences; use a stream or a list)");
 	} else if (r->channels || r->patterns) {
 		tmp->mode = TD_RW_PUBSUB;
@@ -234,7 +222,7 @@ static int parse_fields(struct td_trigger *t, const struct raw *r, struct names 
 	} else if (r->stream) {
 		tmp->mode = TD_RW_STREAM;
 		if (r->stream->type != MSGPACK_OBJECT_STR)
-			return bad(err, errlen, "args.stream: expected a stream key name");
+			return td_spec_err(err, errlen, "args.stream: expected a stream key name");
 		if ((rc = get_names(r->stream, "stream", nm, err, errlen)))
 			return rc;
 		tmp->dollar = 1;
@@ -243,53 +231,53 @@ static int parse_fields(struct td_trigger *t, const struct raw *r, struct names 
 	} else {
 		tmp->mode = TD_RW_LIST;
 		if (r->list && r->lists)
-			return bad(err, errlen, "args.lists: give either list or lists");
+			return td_spec_err(err, errlen, "args.lists: give either list or lists");
 		if (r->list && r->list->type != MSGPACK_OBJECT_STR)
-			return bad(err, errlen, "args.list: expected a list key name");
+			return td_spec_err(err, errlen, "args.list: expected a list key name");
 		if ((rc = get_names(r->list ? r->list : r->lists, r->list ? "list" : "lists", nm,
 				    err, errlen)))
 			return rc;
 		if (r->pop && td_mp_str_is(r->pop, "right"))
 			tmp->pop_right = 1;
 		else if (r->pop && !td_mp_str_is(r->pop, "left"))
-			return bad(err, errlen, "args.pop: expected \"left\" (BLPOP) or \"right\" (BRPOP)");
+			return td_spec_err(err, errlen, "args.pop: expected \"left\" (BLPOP) or \"right\" (BRPOP)");
 		if (r->nonce) {
 			if (r->nonce->type != MSGPACK_OBJECT_STR || r->nonce->via.str.size != 16)
-				return bad(err, errlen, "args.nonce: expected 16 hex digits (set by triggerd; "
+				return td_spec_err(err, errlen, "args.nonce: expected 16 hex digits (set by triggerd; "
 					   "leave it out)");
 			for (uint32_t i = 0; i < 16; i++) {
 				char c = r->nonce->via.str.ptr[i];
 				if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-					return bad(err, errlen, "args.nonce: expected 16 hex digits");
+					return td_spec_err(err, errlen, "args.nonce: expected 16 hex digits");
 			}
 			memcpy(tmp->nonce, r->nonce->via.str.ptr, 16);
 		}
 	}
 	if (r->equals && tmp->mode != TD_RW_KEY)
-		return bad(err, errlen, "args.equals: only with key");
+		return td_spec_err(err, errlen, "args.equals: only with key");
 	if (r->after && tmp->mode != TD_RW_STREAM)
-		return bad(err, errlen, "args.after_id: only with stream");
+		return td_spec_err(err, errlen, "args.after_id: only with stream");
 	if (r->pop && tmp->mode != TD_RW_LIST)
-		return bad(err, errlen, "args.pop: only with list or lists");
+		return td_spec_err(err, errlen, "args.pop: only with list or lists");
 	if (r->nonce && tmp->mode != TD_RW_LIST)
-		return bad(err, errlen, "args.nonce: only with list or lists");
+		return td_spec_err(err, errlen, "args.nonce: only with list or lists");
 	if (r->interval && tmp->mode != TD_RW_KEY && tmp->mode != TD_RW_LIST)
-		return bad(err, errlen, "args.poll_interval_ms: only with key or list waits");
+		return td_spec_err(err, errlen, "args.poll_interval_ms: only with key or list waits");
 	tmp->interval_ms = tmp->mode == TD_RW_LIST ? LIST_INTERVAL_MS : KEY_INTERVAL_MS;
 	if (r->interval) {
 		if (r->interval->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
 		    r->interval->via.u64 < MIN_INTERVAL_MS || r->interval->via.u64 > MAX_INTERVAL_MS)
-			return bad(err, errlen, "args.poll_interval_ms: expected %d..%d", MIN_INTERVAL_MS,
+			return td_spec_err(err, errlen, "args.poll_interval_ms: expected %d..%d", MIN_INTERVAL_MS,
 				   MAX_INTERVAL_MS);
 		tmp->interval_ms = (uint32_t)r->interval->via.u64;
 	}
 	if (r->equals) {
 		if (r->equals->type == MSGPACK_OBJECT_STR) {
 			if (r->equals->via.str.size > TD_RW_EQUALS_MAX)
-				return bad(err, errlen, "args.equals: longer than %d bytes", TD_RW_EQUALS_MAX);
+				return td_spec_err(err, errlen, "args.equals: longer than %d bytes", TD_RW_EQUALS_MAX);
 		} else if (r->equals->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
 			   r->equals->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-			return bad(err, errlen, "args.equals: expected a string (or an integer)");
+			return td_spec_err(err, errlen, "args.equals: expected a string (or an integer)");
 		}
 	}
 	return 0;
@@ -302,7 +290,7 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 	memset(w, 0, sizeof(*w));
 	(void)now_ms;
 	if (!args || args->type != MSGPACK_OBJECT_MAP)
-		return bad(err, errlen, "args: required map with one of key, channels/patterns, "
+		return td_spec_err(err, errlen, "args: required map with one of key, channels/patterns, "
 			   "stream, list/lists");
 	struct raw r = {0};
 	struct names nm = {.n = 0};
@@ -323,7 +311,7 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 		bytes += nm.v[i]->via.str.size + 1;
 	struct td_rw_spec *sp = malloc(bytes);
 	if (!sp) {
-		bad(err, errlen, "args: out of memory");
+		td_spec_err(err, errlen, "args: out of memory");
 		return -ENOMEM;
 	}
 	*sp = tmp;
@@ -372,7 +360,7 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 	if (!sp->conn_id || (r.equals && !sp->equals)) {
 		td_rw_spec_free(sp);
 		w->sp = NULL;
-		bad(err, errlen, "args: out of memory");
+		td_spec_err(err, errlen, "args: out of memory");
 		return -ENOMEM;
 	}
 	return 0;

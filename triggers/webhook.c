@@ -30,28 +30,6 @@
 #include "triggerd/kind.h"
 #include "triggerd/triggerd.h"
 
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return TD_EINVAL_SPEC;
-}
-
-static char *dup_mem(const char *p, size_t n)
-{
-	char *d = malloc(n + 1);
-	if (d) {
-		memcpy(d, p, n);
-		d[n] = '\0';
-	}
-	return d;
-}
-
 static bool path_ok(const char *p, size_t n)
 {
 	static const char extra[] = "._~:@!$&'()*+,;=/-";
@@ -84,7 +62,7 @@ static int parse_filter(struct td_hook_spec *sp, const msgpack_object *o, char *
 			size_t errlen)
 {
 	if (o->type != MSGPACK_OBJECT_MAP)
-		return bad(err, errlen, "args.filter: expected a map {\"pointer\", \"equals\"}");
+		return td_spec_err(err, errlen, "args.filter: expected a map {\"pointer\", \"equals\"}");
 	const msgpack_object *ptr = NULL, *eq = NULL;
 	for (uint32_t i = 0; i < o->via.map.size; i++) {
 		const msgpack_object *k = &o->via.map.ptr[i].key;
@@ -93,15 +71,15 @@ static int parse_filter(struct td_hook_spec *sp, const msgpack_object *o, char *
 		else if (td_mp_str_is(k, "equals"))
 			eq = &o->via.map.ptr[i].val;
 		else
-			return bad(err, errlen, "args.filter: unknown field (expected pointer, equals)");
+			return td_spec_err(err, errlen, "args.filter: unknown field (expected pointer, equals)");
 	}
 	if (!ptr || ptr->type != MSGPACK_OBJECT_STR || ptr->via.str.size > 1024 ||
 	    (ptr->via.str.size && ptr->via.str.ptr[0] != '/') ||
 	    memchr(ptr->via.str.ptr, '\0', ptr->via.str.size))
-		return bad(err, errlen, "args.filter.pointer: expected an RFC 6901 pointer (\"\" or starting with /)");
+		return td_spec_err(err, errlen, "args.filter.pointer: expected an RFC 6901 pointer (\"\" or starting with /)");
 	if (!eq)
-		return bad(err, errlen, "args.filter.equals: required (the value to compare)");
-	if (!(sp->pointer = dup_mem(ptr->via.str.ptr, ptr->via.str.size)))
+		return td_spec_err(err, errlen, "args.filter.equals: required (the value to compare)");
+	if (!(sp->pointer = td_memdup0(ptr->via.str.ptr, ptr->via.str.size)))
 		return -ENOMEM;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
@@ -117,7 +95,7 @@ static int parse_signature(struct td_trigger *t, struct td_hook_spec *sp,
 			   const msgpack_object *o, char *err, size_t errlen)
 {
 	if (o->type != MSGPACK_OBJECT_MAP)
-		return bad(err, errlen, "args.signature: expected a map {\"scheme\", \"secret_conn\"}");
+		return td_spec_err(err, errlen, "args.signature: expected a map {\"scheme\", \"secret_conn\"}");
 	const msgpack_object *scheme = NULL, *conn = NULL;
 	for (uint32_t i = 0; i < o->via.map.size; i++) {
 		const msgpack_object *k = &o->via.map.ptr[i].key;
@@ -126,23 +104,23 @@ static int parse_signature(struct td_trigger *t, struct td_hook_spec *sp,
 		else if (td_mp_str_is(k, "secret_conn"))
 			conn = &o->via.map.ptr[i].val;
 		else
-			return bad(err, errlen, "args.signature: unknown field (expected scheme, secret_conn)");
+			return td_spec_err(err, errlen, "args.signature: unknown field (expected scheme, secret_conn)");
 	}
 	if (!scheme || scheme->type != MSGPACK_OBJECT_STR ||
 	    td_sig_scheme_parse(scheme->via.str.ptr, scheme->via.str.size, &sp->scheme))
-		return bad(err, errlen, "args.signature.scheme: expected \"github\", \"stripe\" or \"standard\"");
+		return td_spec_err(err, errlen, "args.signature.scheme: expected \"github\", \"stripe\" or \"standard\"");
 	if (!conn || conn->type != MSGPACK_OBJECT_STR || conn->via.str.size == 0 ||
 	    conn->via.str.size > 128)
-		return bad(err, errlen, "args.signature.secret_conn: expected a connection id");
-	if (!(sp->secret_conn = dup_mem(conn->via.str.ptr, conn->via.str.size)))
+		return td_spec_err(err, errlen, "args.signature.secret_conn: expected a connection id");
+	if (!(sp->secret_conn = td_memdup0(conn->via.str.ptr, conn->via.str.size)))
 		return -ENOMEM;
 	const struct td_conns *cs = td_shard_conns(td_trigger_shard(t));
 	const struct td_conn *c = cs ? td_conns_get(cs, sp->secret_conn) : NULL;
 	if (!c)
-		return bad(err, errlen, "args.signature.secret_conn: no connection '%s' (set AIRFLOW_CONN_<ID> or --connections-file)",
+		return td_spec_err(err, errlen, "args.signature.secret_conn: no connection '%s' (set AIRFLOW_CONN_<ID> or --connections-file)",
 			   sp->secret_conn);
 	if (!c->password || !c->password[0])
-		return bad(err, errlen, "args.signature.secret_conn: connection '%s' has no password (the signing secret)",
+		return td_spec_err(err, errlen, "args.signature.secret_conn: connection '%s' has no password (the signing secret)",
 			   sp->secret_conn);
 	sp->secret = c->password;
 	sp->secret_len = strlen(c->password);
@@ -154,13 +132,13 @@ static int parse_headers(struct td_hook_spec *sp, const msgpack_object *o, char 
 			 size_t errlen)
 {
 	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > TD_HOOK_HEADERS_MAX)
-		return bad(err, errlen, "args.headers: expected a list of up to %d header names",
+		return td_spec_err(err, errlen, "args.headers: expected a list of up to %d header names",
 			   TD_HOOK_HEADERS_MAX);
 	for (uint32_t i = 0; i < o->via.array.size; i++) {
 		const msgpack_object *h = &o->via.array.ptr[i];
 		if (h->type != MSGPACK_OBJECT_STR || !token_ok(h->via.str.ptr, h->via.str.size))
-			return bad(err, errlen, "args.headers[%u]: expected a header name", i);
-		char *d = dup_mem(h->via.str.ptr, h->via.str.size);
+			return td_spec_err(err, errlen, "args.headers[%u]: expected a header name", i);
+		char *d = td_memdup0(h->via.str.ptr, h->via.str.size);
 		if (!d)
 			return -ENOMEM;
 		for (char *p = d; *p; p++)
@@ -176,7 +154,7 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 	struct td_hook_waiter *w = td_trigger_state(t);
 	memset(w, 0, sizeof(*w));
 	if (!args || args->type != MSGPACK_OBJECT_MAP)
-		return bad(err, errlen, "args: required map with at least \"path\"");
+		return td_spec_err(err, errlen, "args: required map with at least \"path\"");
 	struct td_hook_spec *sp = calloc(1, sizeof(*sp));
 	if (!sp)
 		return -ENOMEM;
@@ -187,7 +165,7 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 		const msgpack_object *v = &args->via.map.ptr[i].val;
 		for (uint32_t j = 0; j < i && !rc; j++)
 			if (msgpack_object_equal(*k, args->via.map.ptr[j].key))
-				rc = bad(err, errlen, "args.%.*s: given twice",
+				rc = td_spec_err(err, errlen, "args.%.*s: given twice",
 					 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
 					       k->via.str.size : 0),
 					 k->type == MSGPACK_OBJECT_STR ? k->via.str.ptr : "");
@@ -195,9 +173,9 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 			break;
 		if (td_mp_str_is(k, "path")) {
 			if (v->type != MSGPACK_OBJECT_STR || !path_ok(v->via.str.ptr, v->via.str.size))
-				rc = bad(err, errlen, "args.path: expected 1..%d bytes of [A-Za-z0-9._~:@!$&'()*+,;=/-] after /hooks/, no leading or double '/', no '..'",
+				rc = td_spec_err(err, errlen, "args.path: expected 1..%d bytes of [A-Za-z0-9._~:@!$&'()*+,;=/-] after /hooks/, no leading or double '/', no '..'",
 					 TD_HOOK_PATH_MAX);
-			else if (!(sp->path = dup_mem(v->via.str.ptr, v->via.str.size)))
+			else if (!(sp->path = td_memdup0(v->via.str.ptr, v->via.str.size)))
 				rc = -ENOMEM;
 			sp->path_len = v->via.str.size;
 		} else if (td_mp_str_is(k, "filter")) {
@@ -207,16 +185,16 @@ static int parse(struct td_trigger *t, const msgpack_object *args, int64_t now_m
 		} else if (td_mp_str_is(k, "headers")) {
 			rc = parse_headers(sp, v, err, errlen);
 		} else {
-			rc = bad(err, errlen, "args.%.*s: unknown field (expected path, filter, signature, headers)",
+			rc = td_spec_err(err, errlen, "args.%.*s: unknown field (expected path, filter, signature, headers)",
 				 (int)(k->type == MSGPACK_OBJECT_STR && k->via.str.size < 64 ?
 				       k->via.str.size : 0),
 				 k->type == MSGPACK_OBJECT_STR ? k->via.str.ptr : "");
 		}
 	}
 	if (!rc && !sp->path)
-		rc = bad(err, errlen, "args.path: required (the part after /hooks/)");
+		rc = td_spec_err(err, errlen, "args.path: required (the part after /hooks/)");
 	if (rc == -ENOMEM)
-		bad(err, errlen, "args: out of memory");
+		td_spec_err(err, errlen, "args: out of memory");
 	if (rc) {
 		td_hook_spec_free(sp);
 		w->spec = NULL;

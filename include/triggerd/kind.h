@@ -130,6 +130,13 @@ static inline bool td_mp_str_is(const msgpack_object *k, const char *s)
 	       memcmp(k->via.str.ptr, s, n) == 0;
 }
 
+/** Write "args.<field>: <reason>" style text to @err; returns
+ * TD_EINVAL_SPEC, so a parse can `return td_spec_err(err, errlen, ...)`. */
+int td_spec_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/** A NUL-terminated malloc'd copy of @n bytes at @p (NULL on ENOMEM). */
+char *td_memdup0(const char *p, size_t n);
+
 /**
  * The bytes of @sb, right-sized: msgpack-c starts every sbuffer at 8 KiB,
  * which a kind keeping packed args for the trigger's life would otherwise
